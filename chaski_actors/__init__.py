@@ -1,0 +1,49 @@
+"""chaski-actors: distributed actors written once, run on two backends.
+
+Actors are written against :class:`~chaski_actors.runtime.Runtime`. Run them
+on real sockets with ``chaski_actors.real`` or on a deterministic simulated
+network with ``chaski_actors.sim``.
+"""
+
+from .errors import (
+    BrokenResourceError,
+    BusyResourceError,
+    ChaskiError,
+    ClosedResourceError,
+    ConfigError,
+    ConnectError,
+    ProtocolError,
+)
+from .metrics import LatencySummary, summarize
+from .node import Link, LinkStatistics, Message, Node, NodeStatistics, PeerInfo
+from .runtime import Address, Runtime, Stream, TlsConfig
+from .settings import Settings
+from .sync import Event, Queue, QueueStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "BrokenResourceError",
+    "BusyResourceError",
+    "ChaskiError",
+    "ClosedResourceError",
+    "ConfigError",
+    "ConnectError",
+    "Event",
+    "LatencySummary",
+    "Link",
+    "LinkStatistics",
+    "Message",
+    "Node",
+    "NodeStatistics",
+    "PeerInfo",
+    "ProtocolError",
+    "Queue",
+    "QueueStatistics",
+    "Runtime",
+    "Settings",
+    "Stream",
+    "TlsConfig",
+    "summarize",
+]

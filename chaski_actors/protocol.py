@@ -1,0 +1,214 @@
+"""The link protocol: what two nodes say to each other, as a state machine.
+
+This module does no I/O. :class:`LinkProtocol` takes the bytes a connection
+received and returns the frames they contained, checked; it takes frames to
+send and returns their bytes. The node moves the bytes.
+
+Frames
+------
+Every frame is one msgpack array ``[kind, field, ...]`` inside the codec's
+length-prefixed, versioned envelope. ``kind`` is a small integer; the table
+:data:`SCHEMAS` gives, for each kind, its name and the type of each field.
+A frame whose kind is unknown, whose length is wrong, or whose fields have the
+wrong types is a :class:`ProtocolError`, as is anything the codec rejects.
+Higher layers (discovery, remote calls, streams) add kinds with
+:func:`register_kind` at import time.
+
+States
+------
+A link starts in ``AWAIT_HELLO``. Both sides send ``HELLO`` as soon as the
+connection is open, without waiting for the other, which saves a round trip.
+The only frame accepted in ``AWAIT_HELLO`` is ``HELLO``; anything else is an
+error, so nothing a peer says is acted on before it has introduced itself.
+``HELLO`` moves the link to ``OPEN``, where every kind but ``HELLO`` is
+accepted. ``BYE`` moves it to ``CLOSED``, where any further frame is an error.
+The transitions are the table :data:`TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .codec import DEFAULT_MAX_FRAME_SIZE, ExtTypes, FrameDecoder, encode_frame
+from .errors import ProtocolError
+
+__all__ = [
+    "BYE",
+    "HELLO",
+    "PING",
+    "PONG",
+    "PUB",
+    "SCHEMAS",
+    "SUB",
+    "TRANSITIONS",
+    "UNSUB",
+    "Frame",
+    "LinkProtocol",
+    "LinkState",
+    "register_kind",
+]
+
+
+class LinkState(enum.Enum):
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# Field type markers: a tuple of accepted Python types, or ANY.
+ANY: Final = (object,)
+STR: Final = (str,)
+INT: Final = (int,)
+NUM: Final = (int, float)
+LIST: Final = (list,)
+BOOL: Final = (bool,)
+
+HELLO: Final = 1  # name, node_id, listen_host, listen_port, topics, options
+BYE: Final = 2  # reason
+SUB: Final = 3  # topic
+UNSUB: Final = 4  # topic
+PUB: Final = 5  # topic, data, sent_at
+PING: Final = 6  # ping id, sent_at
+PONG: Final = 7  # ping id, sent_at (echoed)
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    name: str
+    fields: tuple[tuple[type, ...], ...]
+
+
+SCHEMAS: dict[int, Schema] = {
+    HELLO: Schema("hello", (STR, STR, STR, INT, LIST, (dict,))),
+    BYE: Schema("bye", (STR,)),
+    SUB: Schema("sub", (STR,)),
+    UNSUB: Schema("unsub", (STR,)),
+    PUB: Schema("pub", (STR, ANY, NUM)),
+    PING: Schema("ping", (INT, NUM)),
+    PONG: Schema("pong", (INT, NUM)),
+}
+
+# (state, kind or None for "any other kind") -> next state, or an error text.
+TRANSITIONS: dict[tuple[LinkState, int | None], LinkState | str] = {
+    (LinkState.AWAIT_HELLO, HELLO): LinkState.OPEN,
+    (LinkState.AWAIT_HELLO, None): "a frame arrived before the peer's hello",
+    (LinkState.OPEN, HELLO): "a second hello on an open link",
+    (LinkState.OPEN, BYE): LinkState.CLOSED,
+    (LinkState.OPEN, None): LinkState.OPEN,
+    (LinkState.CLOSED, None): "a frame arrived after the peer's bye",
+}
+
+
+def register_kind(kind: int, name: str, *fields: tuple[type, ...]) -> None:
+    """Add a frame kind for a higher layer (discovery, remote calls, ...)."""
+    existing = SCHEMAS.get(kind)
+    if existing is not None and existing != Schema(name, fields):
+        raise ValueError(f"frame kind {kind} is taken by {existing.name!r}")
+    SCHEMAS[kind] = Schema(name, tuple(fields))
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One checked frame: its kind and its fields."""
+
+    kind: int
+    fields: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return SCHEMAS[self.kind].name
+
+
+def _check(item: object) -> Frame:
+    if not isinstance(item, list) or not item:
+        raise ProtocolError(f"a frame must be a non-empty array, got {type(item)}")
+    kind = item[0]
+    schema = SCHEMAS.get(kind) if type(kind) is int else None
+    if schema is None:
+        raise ProtocolError(f"unknown frame kind {kind!r}")
+    fields = item[1:]
+    if len(fields) != len(schema.fields):
+        raise ProtocolError(
+            f"{schema.name} frame has {len(fields)} fields, "
+            f"expected {len(schema.fields)}"
+        )
+    for index, (value, types) in enumerate(zip(fields, schema.fields, strict=True)):
+        if types is not ANY and (
+            not isinstance(value, types)
+            or (isinstance(value, bool) and bool not in types)
+        ):
+            raise ProtocolError(
+                f"{schema.name} frame field {index + 1} has type {type(value).__name__}"
+            )
+    return Frame(kind, tuple(fields))
+
+
+class LinkProtocol:
+    """The sans-IO state machine of one link; see the module essay."""
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        ext: ExtTypes | None = None,
+    ) -> None:
+        self.state = LinkState.AWAIT_HELLO
+        self._decoder = FrameDecoder(max_frame_size=max_frame_size, ext=ext)
+        self._max_frame_size = max_frame_size
+        self._ext = ext
+        self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<LinkProtocol {self.state.value} in={self.frames_in} "
+            f"out={self.frames_out} buffered={self._decoder.buffered}>"
+        )
+
+    def encode(self, kind: int, *fields: Any) -> bytes:
+        """The bytes of one frame, ready for every link that wants it."""
+        return encode_frame(
+            [kind, *fields], ext=self._ext, max_frame_size=self._max_frame_size
+        )
+
+    def sent(self, data: bytes) -> None:
+        """Count a frame encoded elsewhere and sent on this link."""
+        self.frames_out += 1
+        self.bytes_out += len(data)
+
+    def receive_data(self, data: bytes) -> tuple[list[Frame], ProtocolError | None]:
+        """Frames completed by ``data``, checked and in order, and any error.
+
+        The frames are those before the first bad one, if any; they are good
+        and are to be acted on. A returned error means the link must then be
+        dropped, as the rest of its byte stream cannot be trusted.
+        """
+        self.bytes_in += len(data)
+        items, error = self._decoder.feed_until_error(data)
+        frames = []
+        try:
+            for item in items:
+                frame = _check(item)
+                self._advance(frame.kind)
+                frames.append(frame)
+        except ProtocolError as exc:
+            error = exc
+        if error is not None:
+            self.state = LinkState.CLOSED
+        self.frames_in += len(frames)
+        return frames, error
+
+    def _advance(self, kind: int) -> None:
+        state = self.state
+        outcome = TRANSITIONS.get((state, kind))
+        if outcome is None:
+            outcome = TRANSITIONS[state, None]
+        if isinstance(outcome, str):
+            self.state = LinkState.CLOSED
+            raise ProtocolError(outcome)
+        self.state = outcome
+
+
+FrameHandler = Callable[[Any, Frame], Any]

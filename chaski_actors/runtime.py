@@ -1,0 +1,278 @@
+"""The runtime: the one seam between actors and the world.
+
+Everything in ``chaski_actors`` is written against the interfaces in this
+module and never against asyncio, simpy, sockets or the system clock. A backend
+supplies one concrete :class:`Runtime` per host:
+
+* ``chaski_actors.real.RealRuntime`` maps each method onto asyncio, real
+  sockets and the monotonic clock;
+* ``chaski_actors.sim.SimNetwork(...).runtime(host)`` maps them onto a simpy
+  environment, where time is virtual and the network is a networkx graph.
+
+The interface is deliberately small. What can be built from these primitives
+(queues, events, locks, retries) is built once, in backend-neutral code, so
+that both backends behave alike by construction rather than by care.
+
+Addresses are ``(host, port)`` tuples. Under ``real`` the host is an IP
+address; under ``sim`` it is the name of a node of the topology graph.
+
+Cancellation: each backend raises its own cancellation exception inside a
+cancelled task (``asyncio.CancelledError`` in both today, but neutral code must
+not rely on that and uses :attr:`Runtime.cancelled_error`).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    "Address",
+    "DatagramEndpoint",
+    "Future",
+    "Listener",
+    "RandomSource",
+    "Runtime",
+    "Stream",
+    "StreamHandler",
+    "Task",
+    "Timer",
+    "TlsConfig",
+    "derive_seed",
+]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+Address = tuple[str, int]
+
+
+def derive_seed(seed: int, *labels: str) -> int:
+    """A seed for one random stream, stable across processes and platforms.
+
+    Python's ``hash()`` of a string changes with ``PYTHONHASHSEED``; a digest
+    does not, which is what makes simulated runs replay from their seed.
+    """
+    text = ":".join([str(seed), *labels]).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
+
+
+class RandomSource(Protocol):
+    """The part of :class:`random.Random` that actors may use.
+
+    The runtime hands out a seeded instance: under ``sim`` it derives from the
+    scenario seed, so application randomness replays with the run.
+    """
+
+    def random(self) -> float: ...
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+    def randint(self, a: int, b: int) -> int: ...
+
+    def expovariate(self, lambd: float) -> float: ...
+
+    def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float: ...
+
+    def getrandbits(self, k: int) -> int: ...
+
+    def choice(self, seq: Sequence[T]) -> T: ...
+
+    def sample(self, population: Sequence[T], k: int) -> list[T]: ...
+
+
+class Future(Protocol[T]):
+    """A one-shot result that tasks can await (asyncio's future, or sim's)."""
+
+    def done(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+    def result(self) -> T: ...
+
+    def set_result(self, result: T, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def cancel(self, msg: Any | None = None) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, T]: ...
+
+
+class Task(Protocol[T_co]):
+    """A spawned coroutine. Await it to join it; ``cancel()`` to stop it."""
+
+    def get_name(self) -> str: ...
+
+    def done(self) -> bool: ...
+
+    def cancel(self, msg: Any | None = None) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, T_co]: ...
+
+
+class Timer(Protocol):
+    """A callback scheduled by :meth:`Runtime.call_later`.
+
+    Cancelling must be cheap: keep-alive and call deadlines create and cancel
+    timers by the thousand, and a cancelled one must not keep costing time.
+    """
+
+    def cancel(self) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Where a node's identity lives, for mutual TLS.
+
+    ``certificate`` and ``private_key`` are PEM file paths for this node;
+    ``ca_certificate`` is the root that peers' certificates must chain to.
+    """
+
+    certificate: str
+    private_key: str
+    ca_certificate: str
+    revocation_list: str | None = None
+
+
+class Stream(abc.ABC):
+    """A reliable, ordered byte stream: a TCP connection, real or simulated."""
+
+    @property
+    @abc.abstractmethod
+    def local_address(self) -> Address: ...
+
+    @property
+    @abc.abstractmethod
+    def peer_address(self) -> Address: ...
+
+    @property
+    def peer_identity(self) -> str | None:
+        """The peer's verified name from its certificate, or None without TLS."""
+        return None
+
+    @abc.abstractmethod
+    async def send(self, data: bytes) -> None:
+        """Write all of ``data``; waits while the peer's window is full.
+
+        Raises :class:`BrokenResourceError` if the connection is gone and
+        :class:`ClosedResourceError` after :meth:`aclose`.
+        """
+
+    @abc.abstractmethod
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Read what has arrived, at most ``max_bytes``; ``b""`` at end of stream."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close gracefully: what was sent still arrives, then end of stream."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Close at once, dropping anything unsent (a reset, not a goodbye)."""
+
+
+StreamHandler = Callable[[Stream], Coroutine[Any, Any, None]]
+
+
+class Listener(abc.ABC):
+    """A listening socket; each accepted stream runs the handler in a new task."""
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> Address: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class DatagramEndpoint(abc.ABC):
+    """An unreliable, unordered message socket: UDP, real or simulated.
+
+    ``receive`` waits for the next datagram. Datagrams that arrive while the
+    receive queue is full are dropped and counted in ``dropped``.
+    """
+
+    dropped: int = 0
+
+    @property
+    @abc.abstractmethod
+    def local_address(self) -> Address: ...
+
+    @abc.abstractmethod
+    def send(self, data: bytes, address: Address) -> None:
+        """Send one datagram; never waits. Oversized datagrams raise ValueError."""
+
+    @abc.abstractmethod
+    async def receive(self) -> tuple[bytes, Address]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Runtime(abc.ABC):
+    """Clock, tasks, timers and sockets for one host."""
+
+    #: "real" or "sim": for logs and reports, never for branching in actors.
+    kind: str
+    #: The exception that cancellation raises inside a task.
+    cancelled_error: type[BaseException]
+    #: Seeded random numbers for the application.
+    random: RandomSource
+
+    @property
+    @abc.abstractmethod
+    def host(self) -> str:
+        """The address a node on this runtime listens on by default."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """Seconds on this runtime's clock: monotonic, or simulated."""
+
+    @abc.abstractmethod
+    async def sleep(self, seconds: float) -> None: ...
+
+    @abc.abstractmethod
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
+
+    @abc.abstractmethod
+    def create_future(self) -> Future[Any]: ...
+
+    @abc.abstractmethod
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> Task[T]:
+        """Run ``coro`` concurrently. A task that fails is logged, not lost."""
+
+    @abc.abstractmethod
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """``async with runtime.timeout(s):`` raises TimeoutError after ``s``."""
+
+    @abc.abstractmethod
+    def unique_id(self) -> str:
+        """An identifier that no other call, on any host, returns."""
+
+    @abc.abstractmethod
+    async def connect(
+        self, host: str, port: int, *, tls: TlsConfig | None = None
+    ) -> Stream:
+        """Open a stream; raises :class:`ConnectError` if it cannot."""
+
+    @abc.abstractmethod
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        handler: StreamHandler,
+        *,
+        tls: TlsConfig | None = None,
+    ) -> Listener:
+        """Accept streams on ``(host, port)``; port 0 picks a free one."""
+
+    @abc.abstractmethod
+    async def open_datagram(
+        self, host: str, port: int, *, queue_size: int = 1024
+    ) -> DatagramEndpoint: ...

@@ -1,0 +1,458 @@
+"""Scenario files: a topology, the nodes' roles, and how long to run.
+
+A scenario is a TOML file (read with the standard ``tomllib``)::
+
+    [scenario]
+    name = "star"
+    description = "one hub, five sensors"
+    duration_s = 20.0      # how long publishers run
+    drain_s = 2.0          # then how long to let messages arrive
+    seed = 1
+
+    [topology]
+    generator = "star_graph"         # any name in GENERATORS
+    params = { n = 5 }
+    # or: file = "edge.graphml"      # GML or GraphML, relative to this file
+
+    [topology.links]                 # defaults for edges that do not say
+    latency_ms = 5.0                 # or latency = "lognormal(median=0.005, sigma=0.2)"
+    jitter_ms = 0.5
+    loss = 0.0
+    bandwidth_mbps = 100.0
+
+    [[roles]]
+    hosts = ["0"]                    # or "all"
+    subscribe = ["telemetry"]
+
+    [[roles]]
+    hosts = "all"
+    publish = [{ topic = "telemetry", rate_hz = 5.0, size_bytes = 64 }]
+
+    [settings]                       # any Settings field
+    keepalive_interval_s = 1.0
+
+Every node links to its neighbours in the graph. The actor code that plays
+the roles (:func:`play`) is backend-neutral: the simulator and the real
+backend run the very same coroutine.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import networkx as nx
+
+from .errors import ClosedResourceError, ConfigError, ConnectError
+from .metrics import LatencySummary, summarize
+from .node import Node
+from .runtime import Address, Runtime, derive_seed
+from .settings import Settings
+
+__all__ = [
+    "GENERATORS",
+    "PublishSpec",
+    "Recorder",
+    "RoleSpec",
+    "Scenario",
+    "TopologySpec",
+    "build_graph",
+    "load_scenario",
+    "play",
+]
+
+# networkx generators a scenario may name. Those that take a seed get one
+# derived from the scenario's, so the graph is part of the replay.
+GENERATORS: dict[str, tuple[Callable[..., Any], bool]] = {
+    "star_graph": (nx.star_graph, False),
+    "path_graph": (nx.path_graph, False),
+    "cycle_graph": (nx.cycle_graph, False),
+    "complete_graph": (nx.complete_graph, False),
+    "balanced_tree": (nx.balanced_tree, False),
+    "grid_2d_graph": (nx.grid_2d_graph, False),
+    "random_geometric_graph": (nx.random_geometric_graph, True),
+    "barabasi_albert_graph": (nx.barabasi_albert_graph, True),
+    "connected_watts_strogatz_graph": (nx.connected_watts_strogatz_graph, True),
+    "random_regular_graph": (nx.random_regular_graph, True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSpec:
+    topic: str
+    rate_hz: float
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    hosts: tuple[str, ...] | None  # None means every host
+    subscribe: tuple[str, ...] = ()
+    publish: tuple[PublishSpec, ...] = ()
+
+    def applies_to(self, host: str) -> bool:
+        return self.hosts is None or host in self.hosts
+
+
+@dataclass(frozen=True, slots=True)
+class TopologySpec:
+    generator: str | None
+    params: Mapping[str, Any]
+    file: Path | None
+    links: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    path: Path | None
+    seed: int
+    duration_s: float
+    drain_s: float
+    topology: TopologySpec
+    roles: tuple[RoleSpec, ...]
+    settings: Settings = field(default_factory=Settings)
+
+
+# -- loading -----------------------------------------------------------------
+
+
+_REQUIRED: Any = object()
+
+
+class _Reader:
+    """Typed access to a TOML table, with errors that name file and key."""
+
+    def __init__(self, source: str, table: Mapping[str, Any], prefix: str) -> None:
+        self.source = source
+        self.table = table
+        self.prefix = prefix
+
+    def error(self, key: str, expected: str) -> ConfigError:
+        value = self.table.get(key, "<missing>")
+        return ConfigError(
+            f"{self.source}: {self.prefix}{key} = {value!r}: expected {expected}"
+        )
+
+    def get(
+        self, key: str, types: tuple[type, ...], expected: str, default: Any
+    ) -> Any:
+        if key not in self.table:
+            if default is _REQUIRED:
+                raise ConfigError(f"{self.source}: {self.prefix}{key} is missing")
+            return default
+        value = self.table[key]
+        if isinstance(value, bool) and bool not in types:
+            raise self.error(key, expected)
+        if not isinstance(value, types):
+            raise self.error(key, expected)
+        return value
+
+    def number(
+        self, key: str, default: Any = _REQUIRED, *, positive: bool = True
+    ) -> float:
+        value = self.get(key, (int, float), "a number", default)
+        if value < 0 or (positive and value == 0):
+            raise self.error(key, "a positive number" if positive else "a number >= 0")
+        return float(value)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.table) - allowed)
+        if unknown:
+            named = ", ".join(self.prefix + k for k in unknown)
+            raise ConfigError(
+                f"{self.source}: unknown key(s) {named}; "
+                f"expected some of {', '.join(sorted(allowed))}"
+            )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check a scenario file; errors name the file and the key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_scenario(data, source=str(path), base=path.parent)
+
+
+def parse_scenario(
+    data: Mapping[str, Any], *, source: str = "<scenario>", base: Path | None = None
+) -> Scenario:
+    top = _Reader(source, data, "")
+    top.check_keys({"scenario", "topology", "roles", "settings", "faults"})
+    head = _Reader(source, top.get("scenario", (dict,), "a table", {}), "scenario.")
+    head.check_keys({"name", "description", "duration_s", "drain_s", "seed"})
+
+    topology = _parse_topology(
+        _Reader(
+            source, top.get("topology", (dict,), "a table", _REQUIRED), "topology."
+        ),
+        base,
+    )
+    roles_raw = top.get("roles", (list,), "an array of tables", [])
+    roles = tuple(
+        _parse_role(_Reader(source, r, f"roles[{i}]."))
+        if isinstance(r, dict)
+        else _raise(ConfigError(f"{source}: roles[{i}] must be a table"))
+        for i, r in enumerate(roles_raw)
+    )
+    settings = Settings.from_mapping(
+        top.get("settings", (dict,), "a table", {}), source=f"{source} [settings]"
+    )
+    return Scenario(
+        name=head.get("name", (str,), "a string", Path(source).stem),
+        description=head.get("description", (str,), "a string", ""),
+        path=Path(source) if base is not None else None,
+        seed=head.get("seed", (int,), "an integer", 0),
+        duration_s=head.number("duration_s", 10.0),
+        drain_s=head.number("drain_s", 2.0, positive=False),
+        topology=topology,
+        roles=roles,
+        settings=settings,
+    )
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def _parse_topology(t: _Reader, base: Path | None) -> TopologySpec:
+    t.check_keys({"generator", "params", "file", "links"})
+    generator = t.get("generator", (str,), "a generator name", None)
+    file = t.get("file", (str,), "a file path", None)
+    if (generator is None) == (file is None):
+        raise ConfigError(f"{t.source}: topology needs exactly one of generator, file")
+    if generator is not None and generator not in GENERATORS:
+        raise t.error("generator", f"one of {', '.join(GENERATORS)}")
+    links = _Reader(t.source, t.get("links", (dict,), "a table", {}), "topology.links.")
+    links.check_keys({"latency_ms", "latency", "jitter_ms", "loss", "bandwidth_mbps"})
+    defaults: dict[str, Any] = {}
+    if "latency_ms" in links.table:
+        defaults["latency"] = links.number("latency_ms", positive=False) / 1e3
+    if "latency" in links.table:
+        defaults["latency"] = links.get("latency", (str, dict), "a distribution", None)
+    if "jitter_ms" in links.table:
+        defaults["jitter"] = links.number("jitter_ms", positive=False) / 1e3
+    if "loss" in links.table:
+        loss = links.number("loss", positive=False)
+        if loss >= 1:
+            raise links.error("loss", "a probability below 1")
+        defaults["loss"] = loss
+    if "bandwidth_mbps" in links.table:
+        defaults["bandwidth"] = links.number("bandwidth_mbps") * 1e6
+    return TopologySpec(
+        generator=generator,
+        params=t.get("params", (dict,), "a table", {}),
+        file=(base or Path()) / file if file is not None else None,
+        links=defaults,
+    )
+
+
+def _parse_role(r: _Reader) -> RoleSpec:
+    r.check_keys({"hosts", "subscribe", "publish"})
+    hosts = r.get("hosts", (str, list), '"all" or a list of host names', "all")
+    if isinstance(hosts, str):
+        if hosts != "all":
+            raise r.error("hosts", '"all" or a list of host names')
+        host_tuple = None
+    else:
+        host_tuple = tuple(str(h) for h in hosts)
+    subscribe = r.get("subscribe", (list,), "a list of topics", [])
+    if not all(isinstance(s, str) and s for s in subscribe):
+        raise r.error("subscribe", "a list of non-empty topic strings")
+    publishes = []
+    for i, raw in enumerate(r.get("publish", (list,), "a list of tables", [])):
+        if not isinstance(raw, dict):
+            raise r.error("publish", "a list of tables")
+        p = _Reader(r.source, raw, f"{r.prefix}publish[{i}].")
+        p.check_keys({"topic", "rate_hz", "size_bytes"})
+        size = p.get("size_bytes", (int,), "an integer number of bytes", 64)
+        if size < 0:
+            raise p.error("size_bytes", "a size >= 0")
+        publishes.append(
+            PublishSpec(
+                topic=p.get("topic", (str,), "a topic", _REQUIRED),
+                rate_hz=p.number("rate_hz", 1.0),
+                size_bytes=size,
+            )
+        )
+    return RoleSpec(host_tuple, tuple(subscribe), tuple(publishes))
+
+
+# -- the graph ---------------------------------------------------------------
+
+
+def build_graph(scenario: Scenario) -> nx.Graph[str]:
+    """The topology with string host names and every edge's attributes set."""
+    spec = scenario.topology
+    if spec.file is not None:
+        graph = _read_graph_file(spec.file)
+    else:
+        assert spec.generator is not None
+        build, seeded = GENERATORS[spec.generator]
+        params = dict(spec.params)
+        if seeded:
+            params.setdefault("seed", derive_seed(scenario.seed, "topology") % 2**32)
+        try:
+            graph = build(**params)
+        except (TypeError, ValueError, nx.NetworkXError) as exc:
+            raise ConfigError(
+                f"topology: {spec.generator}({params}) failed: {exc}"
+            ) from exc
+    graph = nx.relabel_nodes(graph, {n: _host_name(n) for n in graph.nodes})
+    for _u, _v, attrs in graph.edges(data=True):
+        for key, value in spec.links.items():
+            attrs.setdefault(key, value)
+    return graph
+
+
+def _host_name(node: Any) -> str:
+    if isinstance(node, tuple):
+        return "-".join(map(str, node))
+    return str(node)
+
+
+def _read_graph_file(path: Path) -> nx.Graph[Any]:
+    readers: dict[str, Callable[[Path], Any]] = {
+        ".gml": nx.read_gml,
+        ".graphml": nx.read_graphml,
+    }
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise ConfigError(f"{path}: topology files must be .gml or .graphml")
+    try:
+        graph: nx.Graph[Any] = reader(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such topology file") from None
+    except Exception as exc:  # networkx raises many types for bad files
+        raise ConfigError(f"{path}: cannot read topology: {exc}") from exc
+    return graph
+
+
+# -- playing the roles -------------------------------------------------------
+
+
+class NetworkLike(Protocol):
+    """What :func:`play` needs of a network: one runtime per host."""
+
+    def runtime(self, host: str) -> Runtime: ...
+
+
+@dataclass
+class TopicRecord:
+    sent: int = 0
+    delivered: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Recorder:
+    """What the actors saw, gathered for the report."""
+
+    topics: dict[str, TopicRecord] = field(default_factory=dict)
+    connect_failures: int = 0
+    links: int = 0
+
+    def topic(self, name: str) -> TopicRecord:
+        record = self.topics.get(name)
+        if record is None:
+            record = self.topics[name] = TopicRecord()
+        return record
+
+    def summaries(self) -> dict[str, LatencySummary | None]:
+        return {t: summarize(r.latencies) for t, r in sorted(self.topics.items())}
+
+
+async def play(
+    network: NetworkLike,
+    graph: nx.Graph[str],
+    scenario: Scenario,
+    recorder: Recorder,
+) -> None:
+    """Start a node per host, link neighbours, run the roles, stop everything."""
+    hosts = list(graph.nodes)
+    nodes = {}
+    for host in hosts:
+        runtime = network.runtime(host)
+        node = Node(runtime, host, settings=scenario.settings)
+        await node.start()
+        for role in scenario.roles:
+            if role.applies_to(host):
+                await node.subscribe(*role.subscribe)
+        nodes[host] = node
+    addresses = {host: node.address for host, node in nodes.items()}
+
+    first = network.runtime(hosts[0])
+    start = first.now()
+    await _link_neighbours(graph, nodes, addresses, recorder)
+
+    until = start + scenario.duration_s
+    tasks = []
+    for host, node in nodes.items():
+        tasks.append(node.runtime.spawn(_consume(node, recorder), name="consume"))
+        for role in scenario.roles:
+            if role.applies_to(host):
+                for spec in role.publish:
+                    tasks.append(
+                        node.runtime.spawn(
+                            _publish(node, spec, until, recorder), name="publish"
+                        )
+                    )
+    await first.sleep(until + scenario.drain_s - first.now())
+    recorder.links = sum(len(n.links) for n in nodes.values()) // 2
+    for node in nodes.values():
+        await node.stop()
+    for task in tasks:
+        task.cancel()
+
+
+async def _link_neighbours(
+    graph: nx.Graph[str],
+    nodes: dict[str, Node],
+    addresses: dict[str, Address],
+    recorder: Recorder,
+) -> None:
+    for u, v in graph.edges():
+        # The smaller name dials, so that each edge gets one link.
+        dialer, target = (u, v) if u < v else (v, u)
+        try:
+            await nodes[dialer].connect(*addresses[target])
+        except ConnectError as exc:
+            recorder.connect_failures += 1
+            nodes[dialer].log.warning("could not link to %s: %s", target, exc)
+
+
+async def _consume(node: Node, recorder: Recorder) -> None:
+    try:
+        while True:
+            message = await node.receive()
+            record = recorder.topic(message.topic)
+            record.delivered += 1
+            record.latencies.append(message.latency)
+    except ClosedResourceError:
+        return
+
+
+async def _publish(
+    node: Node, spec: PublishSpec, until: float, recorder: Recorder
+) -> None:
+    runtime = node.runtime
+    interval = 1.0 / spec.rate_hz
+    payload = b"\x00" * spec.size_bytes
+    record = recorder.topic(spec.topic)
+    # A random phase, so that publishers do not all fire at the same instant.
+    await runtime.sleep(runtime.random.uniform(0.0, interval))
+    while runtime.now() < until:
+        try:
+            record.sent += await node.publish(spec.topic, payload)
+        except ClosedResourceError:
+            return
+        await runtime.sleep(interval)

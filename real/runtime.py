@@ -1,0 +1,400 @@
+"""The real runtime: asyncio, real sockets and the monotonic clock.
+
+Streams are built on ``asyncio.Protocol`` rather than on asyncio's
+``StreamReader``/``StreamWriter`` pair: ``receive`` hands over whatever bytes
+have arrived in one piece, which lets the codec parse many frames out of a
+single read, and ``send`` only waits when the transport says its buffer is
+full. Both matter on the publish path, where a drain per message would
+cost a round through the event loop each time.
+
+Every ``OSError`` and ``ssl.SSLError`` that crosses into actor code is turned
+into :class:`ConnectError` or :class:`BrokenResourceError` here, with the
+original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from random import Random
+from typing import Any, TypeVar
+
+from chaski_actors.errors import (
+    BrokenResourceError,
+    ClosedResourceError,
+    ConfigError,
+    ConnectError,
+)
+from chaski_actors.runtime import (
+    Address,
+    DatagramEndpoint,
+    Future,
+    Listener,
+    Runtime,
+    Stream,
+    StreamHandler,
+    Task,
+    Timer,
+    TlsConfig,
+)
+
+from . import _tls
+
+T = TypeVar("T")
+
+__all__ = ["RealRuntime"]
+
+log = logging.getLogger("chaski.runtime")
+
+# Above this many unread bytes we stop reading the socket, so a peer that
+# sends faster than the node consumes fills its own TCP window, not our memory.
+_READ_HIGH_WATER = 1 << 20
+_READ_LOW_WATER = 1 << 18
+# The largest UDP payload over IPv4.
+MAX_DATAGRAM = 65507
+
+
+class RealRuntime(Runtime):
+    """The :class:`Runtime` for asyncio; create it inside a running loop."""
+
+    kind = "real"
+    cancelled_error = asyncio.CancelledError
+
+    def __init__(self, *, seed: int | None = None, host: str = "127.0.0.1") -> None:
+        self._loop = asyncio.get_running_loop()
+        self._host = host
+        self.random = Random(seed)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"<RealRuntime {self._host} tasks={len(self._tasks)}>"
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self._loop.call_later(delay, callback)
+
+    def create_future(self) -> Future[Any]:
+        return self._loop.create_future()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> Task[T]:
+        task = self._loop.create_task(coro, name=name)
+        # A strong reference, or the loop may collect a running task.
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task %s crashed: %r", task.get_name(), exc, exc_info=exc)
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(seconds)
+
+    def unique_id(self) -> str:
+        return uuid.uuid4().hex
+
+    # -- sockets -------------------------------------------------------------
+
+    async def connect(
+        self, host: str, port: int, *, tls: TlsConfig | None = None
+    ) -> Stream:
+        context = _tls.client_context(tls) if tls is not None else None
+        try:
+            _transport, protocol = await self._loop.create_connection(
+                _StreamProtocol,
+                host,
+                port,
+                ssl=context,
+                server_hostname="" if context is not None else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        return RealStream(protocol)
+
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        handler: StreamHandler,
+        *,
+        tls: TlsConfig | None = None,
+    ) -> Listener:
+        context = _tls.server_context(tls) if tls is not None else None
+
+        def accepted(protocol: _StreamProtocol) -> None:
+            stream = RealStream(protocol)
+            self.spawn(handler(stream), name=f"accept-{stream.peer_address}")
+
+        server = await self._loop.create_server(
+            lambda: _StreamProtocol(on_open=accepted), host, port, ssl=context
+        )
+        return RealListener(server)
+
+    async def open_datagram(
+        self, host: str, port: int, *, queue_size: int = 1024
+    ) -> DatagramEndpoint:
+        if queue_size < 1:
+            raise ConfigError("queue_size must be at least 1")
+        _transport, protocol = await self._loop.create_datagram_endpoint(
+            lambda: _DatagramProtocol(queue_size), local_addr=(host, port)
+        )
+        return RealDatagramEndpoint(protocol)
+
+
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(
+        self, on_open: Callable[[_StreamProtocol], None] | None = None
+    ) -> None:
+        self._on_open = on_open
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.lost = False
+        self.reading_paused = False
+        self.reader: asyncio.Future[None] | None = None
+        self.writing_paused = False
+        self.drain_waiters: deque[asyncio.Future[None]] = deque()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self._on_open is not None:
+            self._on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake_reader()
+        if len(self.buffer) > _READ_HIGH_WATER and not self.reading_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.reading_paused = True
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake_reader()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None:
+            self.error = exc
+        self.eof = True
+        self._wake_reader()
+        while self.drain_waiters:
+            waiter = self.drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        while self.drain_waiters:
+            waiter = self.drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        reader = self.reader
+        if reader is not None:
+            self.reader = None
+            if not reader.done():
+                reader.set_result(None)
+
+
+class RealStream(Stream):
+    """A TCP (or TLS) connection driven by asyncio."""
+
+    def __init__(self, protocol: _StreamProtocol) -> None:
+        assert protocol.transport is not None
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._local = _address(self._transport.get_extra_info("sockname"))
+        self._peer = _address(self._transport.get_extra_info("peername"))
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<RealStream {self._local[0]}:{self._local[1]}->"
+            f"{self._peer[0]}:{self._peer[1]} buffered={len(self._protocol.buffer)}>"
+        )
+
+    @property
+    def local_address(self) -> Address:
+        return self._local
+
+    @property
+    def peer_address(self) -> Address:
+        return self._peer
+
+    @property
+    def peer_identity(self) -> str | None:
+        return _tls.peer_name(self._transport)
+
+    async def send(self, data: bytes) -> None:
+        if self._closed:
+            raise ClosedResourceError("stream was closed")
+        protocol = self._protocol
+        if protocol.lost or self._transport.is_closing():
+            raise BrokenResourceError(
+                f"connection to {self._peer[0]}:{self._peer[1]} is lost"
+            ) from protocol.error
+        self._transport.write(data)
+        if protocol.writing_paused:
+            waiter = asyncio.get_running_loop().create_future()
+            protocol.drain_waiters.append(waiter)
+            await waiter
+            if protocol.lost:
+                raise BrokenResourceError(
+                    f"connection to {self._peer[0]}:{self._peer[1]} is lost"
+                ) from protocol.error
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        protocol = self._protocol
+        while not protocol.buffer:
+            if self._closed:
+                raise ClosedResourceError("stream was closed")
+            if protocol.error is not None:
+                raise BrokenResourceError(
+                    f"connection to {self._peer[0]}:{self._peer[1]} broke: "
+                    f"{protocol.error}"
+                ) from protocol.error
+            if protocol.eof:
+                return b""
+            reader = asyncio.get_running_loop().create_future()
+            protocol.reader = reader
+            await reader
+
+        buffer = protocol.buffer
+        if len(buffer) <= max_bytes:
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:max_bytes])
+            del buffer[:max_bytes]
+        if protocol.reading_paused and len(buffer) < _READ_LOW_WATER:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._transport.close()
+        self._protocol._wake_reader()
+
+    def abort(self) -> None:
+        self._closed = True
+        self._transport.abort()
+        self._protocol._wake_reader()
+
+
+class RealListener(Listener):
+    def __init__(self, server: asyncio.Server) -> None:
+        self._server = server
+        self._address = _address(server.sockets[0].getsockname())
+
+    def __repr__(self) -> str:
+        return f"<RealListener {self._address[0]}:{self._address[1]}>"
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    async def aclose(self) -> None:
+        self._server.close()
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, queue_size: int) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.queue: deque[tuple[bytes, Address]] = deque()
+        self.queue_size = queue_size
+        self.reader: asyncio.Future[None] | None = None
+        self.dropped = 0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if len(self.queue) >= self.queue_size:
+            self.dropped += 1
+            return
+        self.queue.append((data, _address(addr)))
+        self._wake()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) for an earlier send: UDP is lossy by
+        # contract, so they are logged rather than raised.
+        log.debug("datagram error: %r", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.reader is not None and not self.reader.done():
+            self.reader.set_result(None)
+        self.reader = None
+
+
+class RealDatagramEndpoint(DatagramEndpoint):
+    def __init__(self, protocol: _DatagramProtocol) -> None:
+        assert protocol.transport is not None
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._address = _address(self._transport.get_extra_info("sockname"))
+
+    @property
+    def dropped(self) -> int:  # type: ignore[override]
+        return self._protocol.dropped
+
+    @property
+    def local_address(self) -> Address:
+        return self._address
+
+    def send(self, data: bytes, address: Address) -> None:
+        if self._protocol.closed:
+            raise ClosedResourceError("datagram endpoint was closed")
+        if len(data) > MAX_DATAGRAM:
+            raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+        self._transport.sendto(data, address)
+
+    async def receive(self) -> tuple[bytes, Address]:
+        protocol = self._protocol
+        while not protocol.queue:
+            if protocol.closed:
+                raise ClosedResourceError("datagram endpoint was closed")
+            protocol.reader = asyncio.get_running_loop().create_future()
+            await protocol.reader
+        return protocol.queue.popleft()
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def _address(raw: Any) -> Address:
+    return (str(raw[0]), int(raw[1]))

@@ -1,0 +1,695 @@
+"""The simulated network: hosts and links of a networkx graph, moved by simpy.
+
+Model
+-----
+Every node of the graph is a host; every edge is a pair of directed links
+(one per direction, so a one-way fault can cut one and not the other). An
+edge's attributes say how its links behave:
+
+``latency``   seconds, or a distribution (see ``_latency``); default 1 ms
+``jitter``    extra delay drawn uniformly from ``[0, jitter]`` seconds
+``loss``      probability that a packet is lost on this link
+``bandwidth`` bits per second; absent or 0 means unlimited
+``up``        whether the link carries anything at all
+
+A packet (a stream segment, a datagram, a connection request) follows the
+lowest-mean-latency path of links that are up between live hosts. On each
+directed link it waits until the link has finished serialising earlier
+packets, takes ``size * 8 / bandwidth`` seconds to serialise, then travels for
+a sampled latency plus jitter. So queues build up where traffic converges,
+as on a real network.
+
+The whole path is worked out when the packet is sent, in one step, which
+costs one simpy event per packet instead of one per hop. The price is that a
+packet reserves a busy link in the order packets were *sent*, not the order
+they *reach* that link; this only matters for multi-hop paths that cross
+other traffic, and only by a serialisation time.
+
+Streams behave like TCP. Segments of one connection arrive in order (a
+segment never overtakes the one before it, whatever the jitter). A loss is
+repaired by a retransmission and so shows up as delay: one retransmission
+timeout (at least 200 ms, as Linux uses) per lost copy. A segment whose path
+is cut waits, with every later segment of its connection, until a path
+exists again: a partition stalls a stream instead of failing it, and it is
+keep-alive, above, that must notice. Datagrams behave like UDP: lost where a
+link loses them, unordered, dropped when no path exists or the receiver's
+queue is full.
+
+Hosts can crash and restart. A crash cancels every task of the host and
+forgets its connections, listeners and datagram sockets; the peers of its
+connections learn nothing until they next send, when the restarted host
+answers with a reset (or, while it is down, nothing answers and the stream
+stalls).
+
+Determinism: the network draws from its own seeded generator, separate from
+the applications' ones; hosts, links and connections are kept in insertion
+order, never in sets, so the trace digest is stable across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections import deque
+from collections.abc import Callable, Coroutine, Hashable, Iterable
+from dataclasses import dataclass
+from random import Random
+from typing import Any, Final, cast
+
+import networkx as nx
+import simpy
+
+from chaski_actors.errors import (
+    BrokenResourceError,
+    ClosedResourceError,
+    ConfigError,
+    ConnectError,
+)
+from chaski_actors.runtime import Address, StreamHandler, derive_seed
+
+from ._kernel import Kernel, SimFuture
+from ._latency import Latency, parse_latency
+
+__all__ = ["LinkStatistics", "NetworkStatistics", "SimNetwork", "Trace", "derive_seed"]
+
+# TCP/IP header bytes charged per segment against a link's bandwidth.
+_SEGMENT_OVERHEAD: Final = 40
+# UDP/IP header bytes charged per datagram.
+_DATAGRAM_OVERHEAD: Final = 28
+# The largest UDP payload over IPv4.
+MAX_DATAGRAM: Final = 65507
+# Linux's minimum retransmission timeout.
+_MIN_RTO: Final = 0.2
+# Linux retries a connection request after 1 s, then doubles; three tries
+# keep a doomed connect short while still covering a brief outage.
+_SYN_RETRIES: Final = (1.0, 2.0, 4.0)
+# Receive window per direction of a stream; typical of a default TCP socket.
+DEFAULT_WINDOW: Final = 256 * 1024
+
+_FIN: Final = b""
+
+
+class Trace:
+    """An ordered record of what happened on the network, reduced to a digest."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self._hash = hashlib.sha256()
+        self.count = 0
+        self.lines: list[str] | None = [] if keep else None
+
+    def record(self, time: float, kind: str, *fields: object) -> None:
+        line = f"{time:.9f} {kind} {' '.join(map(str, fields))}\n"
+        self._hash.update(line.encode())
+        self.count += 1
+        if self.lines is not None:
+            self.lines.append(line)
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    """Traffic over one directed link."""
+
+    source: str
+    target: str
+    up: bool
+    packets: int
+    bytes: int
+    lost: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatistics:
+    """Traffic over the whole simulated network."""
+
+    hosts: int
+    links: int
+    connections: int
+    segments: int
+    segment_bytes: int
+    datagrams: int
+    datagrams_lost: int
+    retransmissions: int
+    stalled_segments: int
+
+
+class _Hop:
+    """One directed link and its transmit queue."""
+
+    __slots__ = (
+        "bandwidth",
+        "bytes",
+        "free_at",
+        "jitter",
+        "latency",
+        "loss",
+        "lost",
+        "packets",
+        "source",
+        "target",
+        "up",
+    )
+
+    def __init__(self, source: str, target: str, attrs: dict[str, Any]) -> None:
+        self.source = source
+        self.target = target
+        self.latency: Latency = parse_latency(attrs.get("latency", 0.001))
+        self.jitter = _non_negative(attrs, "jitter", source, target)
+        self.loss = _non_negative(attrs, "loss", source, target)
+        if self.loss >= 1:
+            raise ConfigError(f"edge {source}-{target}: loss must be below 1")
+        self.bandwidth = _non_negative(attrs, "bandwidth", source, target)
+        self.up = bool(attrs.get("up", True))
+        self.free_at = 0.0
+        self.packets = 0
+        self.bytes = 0
+        self.lost = 0
+
+
+def _non_negative(attrs: dict[str, Any], key: str, u: str, v: str) -> float:
+    try:
+        value = float(attrs.get(key, 0.0) or 0.0)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"edge {u}-{v}: {key} must be a number, got {attrs[key]!r}"
+        ) from None
+    if value < 0:
+        raise ConfigError(f"edge {u}-{v}: {key} must be >= 0, got {value}")
+    return value
+
+
+class _Pipe:
+    """One direction of a simulated TCP connection."""
+
+    __slots__ = (
+        "buffer",
+        "conn",
+        "dead",
+        "dst",
+        "eof",
+        "error",
+        "in_flight",
+        "incarnation",
+        "key",
+        "last_arrival",
+        "reader",
+        "src",
+        "stalled",
+        "writer",
+    )
+
+    def __init__(
+        self, conn: _Connection, src: str, dst: str, key: int, incarnation: int
+    ) -> None:
+        self.conn = conn
+        self.key = key
+        # Which life of the destination host this direction was opened with.
+        self.incarnation = incarnation
+        self.src = src
+        self.dst = dst
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.dead = False
+        self.in_flight = 0
+        self.last_arrival = 0.0
+        self.stalled: deque[bytes] = deque()
+        self.reader: SimFuture[None] | None = None
+        self.writer: SimFuture[None] | None = None
+
+    def wake_reader(self) -> None:
+        if self.reader is not None and not self.reader.done():
+            self.reader.set_result(None)
+        self.reader = None
+
+    def wake_writer(self) -> None:
+        if self.writer is not None and not self.writer.done():
+            self.writer.set_result(None)
+        self.writer = None
+
+
+class _Connection:
+    __slots__ = ("cid", "client", "server")
+
+    def __init__(self, cid: int, client: Address, server: Address) -> None:
+        self.cid = cid
+        self.client = client
+        self.server = server
+
+
+class SimNetwork:
+    """A simulated network over a networkx graph; see the module essay.
+
+    ``runtime(host)`` gives the :class:`~chaski_actors.runtime.Runtime` for one
+    host. ``run(until)`` advances simulated time.
+    """
+
+    def __init__(
+        self,
+        graph: nx.Graph[Any],
+        *,
+        seed: int = 0,
+        window: int = DEFAULT_WINDOW,
+        keep_trace: bool = False,
+    ) -> None:
+        if graph.number_of_nodes() == 0:
+            raise ConfigError("the topology has no hosts")
+        self.seed = seed
+        self.kernel = Kernel()
+        self.env = self.kernel.env
+        self.trace = Trace(keep=keep_trace)
+        self.rng = Random(derive_seed(seed, "network"))
+        self.window = window
+
+        self._hosts: dict[str, Hashable] = {str(n): n for n in graph.nodes}
+        if len(self._hosts) != graph.number_of_nodes():
+            raise ConfigError("two hosts of the topology share a name")
+        self._hops: dict[tuple[str, str], _Hop] = {}
+        for u, v, attrs in graph.edges(data=True):
+            su, sv = str(u), str(v)
+            self._hops[su, sv] = _Hop(su, sv, attrs)
+            if not graph.is_directed():
+                self._hops[sv, su] = _Hop(sv, su, attrs)
+
+        self._down_hosts: dict[str, None] = {}
+        self._incarnation: dict[str, int] = dict.fromkeys(self._hosts, 0)
+        self._version = 0
+        self._routed: nx.DiGraph[str] | None = None
+        self._routes: dict[tuple[str, str], list[_Hop] | None] = {}
+        self._runtimes: dict[str, Any] = {}
+        self._listeners: dict[Address, tuple[StreamHandler, Any]] = {}
+        self._datagrams: dict[Address, Any] = {}
+        self._pipes: dict[int, tuple[_Pipe, _Pipe]] = {}
+        self._stalled: dict[int, _Pipe] = {}
+        self._cids = itertools.count(1)
+        self._ports: dict[str, itertools.count[int]] = {}
+        self._stats = {
+            "segments": 0,
+            "segment_bytes": 0,
+            "datagrams": 0,
+            "datagrams_lost": 0,
+            "retransmissions": 0,
+        }
+        self._fault_watchers: list[Callable[[str], None]] = []
+
+    # -- the public face -----------------------------------------------------
+
+    @property
+    def hosts(self) -> list[str]:
+        return list(self._hosts)
+
+    def now(self) -> float:
+        return self.kernel.now()
+
+    def runtime(self, host: str) -> Any:
+        """The runtime for ``host`` (created on first use)."""
+        from .runtime import SimRuntime
+
+        if host not in self._hosts:
+            raise ConfigError(f"no host {host!r} in the topology")
+        runtime = self._runtimes.get(host)
+        if runtime is None:
+            runtime = self._runtimes[host] = SimRuntime(self, host)
+        return runtime
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> Any:
+        """Run a coroutine that belongs to no host (a scenario's driver)."""
+        return self.kernel.spawn(coro, name)
+
+    def run(self, until: float | None = None) -> None:
+        """Advance simulated time to ``until`` (or until nothing is left)."""
+        if until is None:
+            self.env.run()
+        else:
+            self.env.run(until=until)
+
+    def link(self, u: str, v: str) -> _Hop:
+        try:
+            return self._hops[u, v]
+        except KeyError:
+            raise ConfigError(f"no link {u}->{v} in the topology") from None
+
+    def latency(self, u: str, v: str) -> float:
+        """Mean one-way latency of the lowest-latency path from u to v."""
+        path = self.route(u, v)
+        if path is None:
+            raise ConnectError(f"no path from {u} to {v}")
+        return sum(hop.latency.mean for hop in path)
+
+    def statistics(self) -> NetworkStatistics:
+        return NetworkStatistics(
+            hosts=len(self._hosts),
+            links=len(self._hops),
+            connections=len(self._pipes),
+            stalled_segments=sum(len(p.stalled) for p in self._stalled.values()),
+            **self._stats,
+        )
+
+    def link_statistics(self) -> list[LinkStatistics]:
+        return [
+            LinkStatistics(h.source, h.target, h.up, h.packets, h.bytes, h.lost)
+            for h in self._hops.values()
+        ]
+
+    # -- faults --------------------------------------------------------------
+
+    def set_link(
+        self,
+        u: str,
+        v: str,
+        *,
+        up: bool | None = None,
+        both_ways: bool = True,
+        latency: object | None = None,
+        loss: float | None = None,
+        jitter: float | None = None,
+    ) -> None:
+        """Change a link (both directions unless ``both_ways`` is false)."""
+        hops = [self.link(u, v)]
+        if both_ways and (v, u) in self._hops:
+            hops.append(self._hops[v, u])
+        for hop in hops:
+            if up is not None:
+                hop.up = up
+            if latency is not None:
+                hop.latency = parse_latency(latency)
+            if loss is not None:
+                hop.loss = loss
+            if jitter is not None:
+                hop.jitter = jitter
+        self.trace.record(self.now(), "link", u, v, up, latency, loss, jitter)
+        self._topology_changed(f"link {u}-{v}")
+
+    def crash(self, host: str) -> None:
+        """Stop a host dead: its tasks, sockets and connections are gone."""
+        if host in self._down_hosts:
+            return
+        self._down_hosts[host] = None
+        self._incarnation[host] += 1
+        self.trace.record(self.now(), "crash", host)
+
+        for address in [a for a in self._listeners if a[0] == host]:
+            del self._listeners[address]
+        for address in [a for a in self._datagrams if a[0] == host]:
+            self._datagrams.pop(address).close()
+        for cid, (out, back) in list(self._pipes.items()):
+            if host in (out.src, out.dst):
+                local = out if out.src == host else back
+                self._forget_local_end(cid, local)
+        runtime = self._runtimes.get(host)
+        if runtime is not None:
+            runtime._crashed()
+        self._topology_changed(f"crash {host}")
+
+    def restart(self, host: str) -> None:
+        """Bring a crashed host back, empty: actors must be started again."""
+        if host not in self._down_hosts:
+            return
+        del self._down_hosts[host]
+        self.trace.record(self.now(), "restart", host)
+        self._topology_changed(f"restart {host}")
+
+    def is_up(self, host: str) -> bool:
+        return host not in self._down_hosts
+
+    def watch_faults(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(description)`` after every topology change."""
+        self._fault_watchers.append(callback)
+
+    def _topology_changed(self, what: str) -> None:
+        self._version += 1
+        self._routed = None
+        self._routes.clear()
+        for pipe in list(self._stalled.values()):
+            self._retry(pipe)
+        for watcher in self._fault_watchers:
+            watcher(what)
+
+    # -- routing and transit -------------------------------------------------
+
+    def route(self, src: str, dst: str) -> list[_Hop] | None:
+        key = (src, dst)
+        try:
+            return self._routes[key]
+        except KeyError:
+            pass
+        path = self._compute_route(src, dst)
+        self._routes[key] = path
+        return path
+
+    def _compute_route(self, src: str, dst: str) -> list[_Hop] | None:
+        if src in self._down_hosts or dst in self._down_hosts:
+            return None
+        if src == dst:
+            return []
+        graph = self._routed
+        if graph is None:
+            graph = self._routed = nx.DiGraph()
+            graph.add_nodes_from(h for h in self._hosts if h not in self._down_hosts)
+            graph.add_weighted_edges_from(
+                (h.source, h.target, h.latency.mean)
+                for h in self._hops.values()
+                if h.up and graph.has_node(h.source) and graph.has_node(h.target)
+            )
+        try:
+            nodes = nx.dijkstra_path(graph, src, dst)
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return None
+        return [self._hops[a, b] for a, b in itertools.pairwise(nodes)]
+
+    def _transit(self, path: list[_Hop], size: int, reliable: bool) -> float | None:
+        """Arrival time of a packet sent now along ``path``; None if lost."""
+        t = self.kernel.now()
+        rng = self.rng
+        for hop in path:
+            start = t if t > hop.free_at else hop.free_at
+            if hop.bandwidth:
+                start += size * 8 / hop.bandwidth
+                hop.free_at = start
+            latency = hop.latency
+            t = start + (
+                latency.mean if latency.name == "fixed" else latency.sample(rng)
+            )
+            if hop.jitter:
+                t += rng.random() * hop.jitter
+            hop.packets += 1
+            hop.bytes += size
+            if hop.loss:
+                rto = max(_MIN_RTO, 2 * latency.mean)
+                while rng.random() < hop.loss:
+                    hop.lost += 1
+                    if not reliable:
+                        return None
+                    self._stats["retransmissions"] += 1
+                    t += rto
+                    rto *= 2
+        return t
+
+    def _path_alive(self, path: list[_Hop]) -> bool:
+        down = self._down_hosts
+        return all(h.up and h.target not in down for h in path)
+
+    def _at(self, when: float, callback: Callable[[Any], None], value: Any) -> None:
+        event = self.env.timeout(max(0.0, when - self.kernel.now()), value)
+        event.callbacks.append(callback)
+
+    # -- streams -------------------------------------------------------------
+
+    def _ephemeral_port(self, host: str) -> int:
+        counter = self._ports.setdefault(host, itertools.count(40000))
+        while True:
+            port = next(counter)
+            if (host, port) not in self._listeners:
+                return port
+
+    def _add_listener(
+        self, address: Address, handler: StreamHandler, runtime: Any
+    ) -> None:
+        if address in self._listeners:
+            raise OSError(98, f"address {address[0]}:{address[1]} already in use")
+        self._listeners[address] = (handler, runtime)
+        self.trace.record(self.now(), "listen", *address)
+
+    def _remove_listener(self, address: Address) -> None:
+        self._listeners.pop(address, None)
+
+    async def _connect(self, src: str, dst: Address) -> tuple[_Pipe, _Pipe, Address]:
+        if dst[0] not in self._hosts:
+            raise ConnectError(f"cannot connect to {dst[0]}:{dst[1]}: no such host")
+        for retry_after in _SYN_RETRIES:
+            path = self.route(src, dst[0])
+            arrival = None if path is None else self._transit(path, 60, False)
+            if arrival is None:
+                await self.kernel.sleep(retry_after)
+                continue
+            await self.kernel.sleep(arrival - self.now())
+            return await self._accept(src, dst)
+        raise ConnectError(f"cannot connect to {dst[0]}:{dst[1]}: timed out")
+
+    async def _accept(self, src: str, dst: Address) -> tuple[_Pipe, _Pipe, Address]:
+        entry = self._listeners.get(dst) if dst[0] not in self._down_hosts else None
+        local = (src, self._ephemeral_port(src))
+        reply = self.route(dst[0], src)
+        back = None if reply is None else self._transit(reply, 60, True)
+        if entry is None:
+            if back is not None:
+                await self.kernel.sleep(back - self.now())
+            raise ConnectError(
+                f"cannot connect to {dst[0]}:{dst[1]}: connection refused"
+            )
+
+        cid = next(self._cids)
+        conn = _Connection(cid, local, dst)
+        out = _Pipe(conn, src, dst[0], 2 * cid, self._incarnation[dst[0]])
+        inbound = _Pipe(conn, dst[0], src, 2 * cid + 1, self._incarnation[src])
+        self._pipes[cid] = (out, inbound)
+        self.trace.record(self.now(), "accept", cid, *local, *dst)
+
+        handler, runtime = entry
+        server_stream = runtime._make_stream(inbound, out, dst, local)
+        runtime.spawn(handler(server_stream), name=f"accept-{cid}")
+        if back is not None:
+            await self.kernel.sleep(back - self.now())
+        return out, inbound, local
+
+    def _send(self, pipe: _Pipe, data: bytes) -> None:
+        pipe.in_flight += len(data)
+        if pipe.stalled:
+            pipe.stalled.append(data)
+        else:
+            self._launch(pipe, data)
+
+    def _launch(self, pipe: _Pipe, data: bytes) -> None:
+        path = self.route(pipe.src, pipe.dst)
+        if path is None:
+            self._stall(pipe, data)
+            return
+        arrival = self._transit(path, len(data) + _SEGMENT_OVERHEAD, True)
+        assert arrival is not None
+        arrival = max(arrival, pipe.last_arrival)
+        pipe.last_arrival = arrival
+        self._at(arrival, self._arrive, (pipe, data, path, self._version))
+
+    def _stall(self, pipe: _Pipe, data: bytes) -> None:
+        pipe.stalled.append(data)
+        self._stalled[pipe.key] = pipe
+
+    def _retry(self, pipe: _Pipe) -> None:
+        self._stalled.pop(pipe.key, None)
+        waiting = list(pipe.stalled)
+        pipe.stalled.clear()
+        for data in waiting:
+            if pipe.stalled:
+                pipe.stalled.append(data)
+            else:
+                self._launch(pipe, data)
+
+    def _arrive(self, event: simpy.Event) -> None:
+        pipe, data, path, version = cast(
+            tuple[_Pipe, bytes, list[_Hop], int], event.value
+        )
+        if pipe.dead:
+            return
+        if pipe.stalled or (version != self._version and not self._path_alive(path)):
+            self._stall(pipe, data)
+            return
+        conn = pipe.conn
+        if self._incarnation[pipe.dst] != pipe.incarnation:
+            self._answer_reset(pipe)
+            return
+
+        pipe.in_flight -= len(data)
+        self._stats["segments"] += 1
+        self._stats["segment_bytes"] += len(data)
+        self.trace.record(self.now(), "seg", conn.cid, pipe.src, len(data))
+        if data is _FIN or not data:
+            pipe.eof = True
+        else:
+            pipe.buffer += data
+        pipe.wake_reader()
+
+    def _answer_reset(self, pipe: _Pipe) -> None:
+        """A segment reached a host that no longer knows its connection."""
+        self.trace.record(self.now(), "rst", pipe.conn.cid, pipe.dst)
+        pair = self._pipes.pop(pipe.conn.cid, None)
+        if pair is None:
+            return
+        back = pair[1] if pair[0] is pipe else pair[0]
+        self._send_reset(back, pipe)
+
+    def _reset(self, out: _Pipe, inbound: _Pipe) -> None:
+        """The local end aborted: the peer hears of it one trip later."""
+        if self._pipes.pop(out.conn.cid, None) is None:
+            return
+        self.trace.record(self.now(), "abort", out.conn.cid, out.src)
+        inbound.wake_reader()
+        out.wake_writer()
+        self._send_reset(out, inbound)
+
+    def _send_reset(self, peer_reads: _Pipe, peer_writes: _Pipe) -> None:
+        """Kill both directions now; the peer learns when the reset arrives.
+
+        Until then its reads wait and its writes vanish, as on a real network,
+        and if no path exists the peer never learns from us at all.
+        """
+        peer_reads.dead = peer_writes.dead = True
+        path = self.route(peer_reads.src, peer_reads.dst)
+        if path is None:
+            return
+        arrival = self._transit(path, _SEGMENT_OVERHEAD, True)
+        assert arrival is not None
+
+        def arrived(_event: simpy.Event) -> None:
+            error = BrokenResourceError("connection reset by peer")
+            peer_reads.error = peer_writes.error = error
+            peer_reads.wake_reader()
+            peer_writes.wake_writer()
+
+        self._at(arrival, arrived, None)
+
+    def _forget_local_end(self, cid: int, local_out: _Pipe) -> None:
+        """A crash: the local end vanishes; the peer finds out on next send."""
+        pair = self._pipes[cid]
+        local_in = pair[1] if pair[0] is local_out else pair[0]
+        local_in.error = local_out.error = ClosedResourceError("host crashed")
+        local_in.wake_reader()
+        local_out.wake_writer()
+
+    # -- datagrams -----------------------------------------------------------
+
+    def _add_datagram(self, address: Address, endpoint: Any) -> None:
+        if address in self._datagrams:
+            raise OSError(98, f"address {address[0]}:{address[1]} already in use")
+        self._datagrams[address] = endpoint
+
+    def _remove_datagram(self, address: Address) -> None:
+        self._datagrams.pop(address, None)
+
+    def _send_datagram(self, src: Address, data: bytes, dst: Address) -> None:
+        self._stats["datagrams"] += 1
+        path = self.route(src[0], dst[0])
+        arrival = (
+            None
+            if path is None
+            else self._transit(path, len(data) + _DATAGRAM_OVERHEAD, False)
+        )
+        if arrival is None:
+            self._stats["datagrams_lost"] += 1
+            self.trace.record(self.now(), "dgram-lost", *src, *dst, len(data))
+            return
+        self._at(arrival, self._datagram_arrives, (src, data, dst))
+
+    def _datagram_arrives(self, event: simpy.Event) -> None:
+        src, data, dst = cast(tuple[Address, bytes, Address], event.value)
+        endpoint = self._datagrams.get(dst)
+        self.trace.record(self.now(), "dgram", *src, *dst, len(data))
+        if endpoint is None or dst[0] in self._down_hosts:
+            self._stats["datagrams_lost"] += 1
+            return
+        endpoint._deliver(data, src)
+
+
+def hosts_of(graph: nx.Graph[Any]) -> Iterable[str]:
+    return (str(n) for n in graph.nodes)

@@ -1,0 +1,308 @@
+"""The simulated runtime: one per host of a :class:`SimNetwork`."""
+
+from __future__ import annotations
+
+import itertools
+from asyncio import CancelledError
+from collections import deque
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from random import Random
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from chaski_actors.errors import (
+    BrokenResourceError,
+    ClosedResourceError,
+    ConfigError,
+)
+from chaski_actors.runtime import (
+    Address,
+    DatagramEndpoint,
+    Future,
+    Listener,
+    Runtime,
+    Stream,
+    StreamHandler,
+    Task,
+    Timer,
+    TlsConfig,
+)
+
+from ._kernel import SimFuture, SimTask, SimTimeout
+from .network import MAX_DATAGRAM, _Pipe, derive_seed
+
+if TYPE_CHECKING:
+    from .network import SimNetwork
+
+T = TypeVar("T")
+
+__all__ = ["SimRuntime"]
+
+_ANY_HOST = ("", "0.0.0.0", "::")
+
+
+class SimRuntime(Runtime):
+    """The :class:`Runtime` of one simulated host."""
+
+    kind = "sim"
+    cancelled_error = CancelledError
+
+    def __init__(self, network: SimNetwork, host: str) -> None:
+        self.network = network
+        self._host = host
+        self._kernel = network.kernel
+        self.random = Random(derive_seed(network.seed, "app", host))
+        self._ids = itertools.count(1)
+        self._tasks: dict[int, SimTask[Any]] = {}
+        self._task_ids = itertools.count()
+        self._closeables: dict[int, Listener | DatagramEndpoint] = {}
+
+    def __repr__(self) -> str:
+        state = "up" if self.network.is_up(self._host) else "down"
+        return f"<SimRuntime {self._host} {state} tasks={len(self._tasks)}>"
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    def now(self) -> float:
+        return self._kernel.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._kernel.sleep(seconds)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self._kernel.timers.call_at(self.now() + max(0.0, delay), callback)
+
+    def create_future(self) -> Future[Any]:
+        return SimFuture(self._kernel.env)
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> Task[T]:
+        if not self.network.is_up(self._host):
+            coro.close()
+            raise ClosedResourceError(f"host {self._host} is down")
+        task = self._kernel.spawn(coro, f"{self._host}/{name}")
+        key = next(self._task_ids)
+        self._tasks[key] = task
+
+        def forget(_event: object) -> None:
+            self._tasks.pop(key, None)
+
+        task._done._event.callbacks.append(forget)
+        return task
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return SimTimeout(self._kernel, seconds)
+
+    def unique_id(self) -> str:
+        return f"{self._host}-{next(self._ids)}"
+
+    # -- sockets -------------------------------------------------------------
+
+    def _resolve_local(self, host: str) -> str:
+        if host in _ANY_HOST or host == self._host:
+            return self._host
+        raise OSError(99, f"cannot bind {host!r} on simulated host {self._host!r}")
+
+    async def connect(
+        self, host: str, port: int, *, tls: TlsConfig | None = None
+    ) -> Stream:
+        self._check_up()
+        out, inbound, local = await self.network._connect(self._host, (host, port))
+        return self._make_stream(out, inbound, local, (host, port))
+
+    def _make_stream(
+        self, out: _Pipe, inbound: _Pipe, local: Address, peer: Address
+    ) -> SimStream:
+        return SimStream(self.network, out, inbound, local, peer)
+
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        handler: StreamHandler,
+        *,
+        tls: TlsConfig | None = None,
+    ) -> Listener:
+        self._check_up()
+        local = self._resolve_local(host)
+        if port == 0:
+            port = self.network._ephemeral_port(local)
+        listener = SimListener(self, (local, port))
+        self.network._add_listener((local, port), handler, self)
+        self._closeables[id(listener)] = listener
+        return listener
+
+    async def open_datagram(
+        self, host: str, port: int, *, queue_size: int = 1024
+    ) -> DatagramEndpoint:
+        self._check_up()
+        local = self._resolve_local(host)
+        if port == 0:
+            port = self.network._ephemeral_port(local)
+        endpoint = SimDatagramEndpoint(self, (local, port), queue_size)
+        self.network._add_datagram((local, port), endpoint)
+        self._closeables[id(endpoint)] = endpoint
+        return endpoint
+
+    def _check_up(self) -> None:
+        if not self.network.is_up(self._host):
+            raise ClosedResourceError(f"host {self._host} is down")
+
+    def _crashed(self) -> None:
+        """Called by the network: every task of this host dies now."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._tasks.clear()
+        self._closeables.clear()
+
+
+class SimStream(Stream):
+    """One end of a simulated TCP connection."""
+
+    def __init__(
+        self,
+        network: SimNetwork,
+        out: _Pipe,
+        inbound: _Pipe,
+        local: Address,
+        peer: Address,
+    ) -> None:
+        self._network = network
+        self._out = out
+        self._in = inbound
+        self._local = local
+        self._peer = peer
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<SimStream {self._local[0]}:{self._local[1]}->{self._peer[0]}:"
+            f"{self._peer[1]} in_flight={self._out.in_flight}>"
+        )
+
+    @property
+    def local_address(self) -> Address:
+        return self._local
+
+    @property
+    def peer_address(self) -> Address:
+        return self._peer
+
+    async def send(self, data: bytes) -> None:
+        out = self._out
+        while True:
+            if self._closed:
+                raise ClosedResourceError("stream was closed")
+            if out.error is not None:
+                raise BrokenResourceError(str(out.error)) from out.error
+            peer_buffered = out.in_flight + len(out.buffer)
+            if peer_buffered < self._network.window or not data:
+                break
+            if out.writer is None or out.writer.done():
+                out.writer = SimFuture(self._network.env)
+            await out.writer
+        if data:
+            self._network._send(out, bytes(data))
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        pipe = self._in
+        while not pipe.buffer:
+            if self._closed:
+                raise ClosedResourceError("stream was closed")
+            if pipe.error is not None:
+                raise BrokenResourceError(str(pipe.error)) from pipe.error
+            if pipe.eof:
+                return b""
+            if pipe.reader is None or pipe.reader.done():
+                pipe.reader = SimFuture(self._network.env)
+            await pipe.reader
+        data = bytes(pipe.buffer[:max_bytes])
+        del pipe.buffer[:max_bytes]
+        # The reader drained our side of the window: the peer may send again.
+        self._peer_pipe_drained()
+        return data
+
+    def _peer_pipe_drained(self) -> None:
+        self._in.wake_writer()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        out = self._out
+        if out.error is None and not out.dead:
+            self._network._send(out, b"")
+        self._in.wake_reader()
+        out.wake_writer()
+
+    def abort(self) -> None:
+        if self._closed and self._out.dead:
+            return
+        self._closed = True
+        self._network._reset(self._out, self._in)
+
+
+class SimListener(Listener):
+    def __init__(self, runtime: SimRuntime, address: Address) -> None:
+        self._runtime = runtime
+        self._address = address
+
+    def __repr__(self) -> str:
+        return f"<SimListener {self._address[0]}:{self._address[1]}>"
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    async def aclose(self) -> None:
+        self._runtime.network._remove_listener(self._address)
+        self._runtime._closeables.pop(id(self), None)
+
+
+class SimDatagramEndpoint(DatagramEndpoint):
+    def __init__(self, runtime: SimRuntime, address: Address, queue_size: int) -> None:
+        if queue_size < 1:
+            raise ConfigError("queue_size must be at least 1")
+        self._runtime = runtime
+        self._address = address
+        self._queue: deque[tuple[bytes, Address]] = deque()
+        self._queue_size = queue_size
+        self._reader: SimFuture[None] | None = None
+        self._closed = False
+        self.dropped = 0
+
+    @property
+    def local_address(self) -> Address:
+        return self._address
+
+    def send(self, data: bytes, address: Address) -> None:
+        if self._closed:
+            raise ClosedResourceError("datagram endpoint was closed")
+        if len(data) > MAX_DATAGRAM:
+            raise ValueError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+        self._runtime.network._send_datagram(self._address, bytes(data), address)
+
+    def _deliver(self, data: bytes, source: Address) -> None:
+        if self._closed or len(self._queue) >= self._queue_size:
+            self.dropped += 1
+            return
+        self._queue.append((data, source))
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    async def receive(self) -> tuple[bytes, Address]:
+        while not self._queue:
+            if self._closed:
+                raise ClosedResourceError("datagram endpoint was closed")
+            self._reader = SimFuture(self._runtime.network.env)
+            await self._reader
+        return self._queue.popleft()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runtime.network._remove_datagram(self._address)
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)

@@ -1,0 +1,245 @@
+"""The first node, on both backends: connect, publish, unsubscribe, ping, bad input."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from chaski_actors import (
+    BrokenResourceError,
+    ClosedResourceError,
+    ConnectError,
+    Message,
+    Node,
+    Settings,
+)
+from chaski_actors.protocol import HELLO, PUB, LinkProtocol
+from chaski_actors.testing import eventually
+from conftest import Backend
+
+A_B = 0.010  # one-way latency a-b in the test topology
+A_C = 0.030  # a-b-c
+
+
+def test_connect_pairs_both_sides(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[str, list[str], list[str], str]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            peer = await a.connect(*b.address)
+            await eventually(a.runtime, lambda: "a" in b.links)
+            return peer.name, sorted(a.links), sorted(b.links), repr(a)
+
+    name, a_links, b_links, text = backend.run(main)
+    assert name == "b"
+    assert (a_links, b_links) == (["b"], ["a"])
+    assert text.startswith("<Node a running peers=['b']")
+
+
+def test_publish_reaches_subscriber(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[int, Message]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            sent = await a.publish("t", {"x": [1, 2.5, "three"], "y": b"\x00\x01"})
+            return sent, await b.receive()
+
+    sent, message = backend.run(main)
+    assert sent == 1
+    assert message.topic == "t"
+    assert message.data == {"x": [1, 2.5, "three"], "y": b"\x00\x01"}
+    assert message.source == "a"
+    if backend.simulated:
+        assert message.latency == pytest.approx(A_B, abs=1e-12)
+    else:
+        assert 0.0 <= message.latency < 5.0
+
+
+def test_messages_keep_their_order(backend: Backend) -> None:
+    async def main(net: Any) -> list[int]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            for i in range(500):
+                await a.publish("t", i)
+            return [(await b.receive()).data for _ in range(500)]
+
+    assert backend.run(main) == list(range(500))
+
+
+def test_latency_follows_the_lowest_latency_path(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[Message, list[float]]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("c"), "c") as c:
+            await c.subscribe("t")
+            await a.connect(*c.address)
+            await a.publish("t", "hello")
+            message = await c.receive()
+            return message, await a.ping("c", count=3)
+
+    message, rtts = backend.run(main)
+    assert len(rtts) == 3
+    if backend.simulated:
+        assert message.latency == pytest.approx(A_C, abs=1e-12)
+        assert rtts == pytest.approx([2 * A_C] * 3, abs=1e-12)
+    else:
+        assert all(0.0 < rtt < 5.0 for rtt in rtts)
+
+
+def test_subscribe_and_unsubscribe_after_linking(backend: Backend) -> None:
+    async def main(net: Any) -> list[int]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await a.connect(*b.address)
+            counts = [await a.publish("t", 0)]
+            await b.subscribe("t")
+            await eventually(a.runtime, lambda: "t" in a.links["b"].topics)
+            counts.append(await a.publish("t", 1))
+            assert (await b.receive()).data == 1
+            await b.unsubscribe("t")
+            await eventually(a.runtime, lambda: "t" not in a.links["b"].topics)
+            counts.append(await a.publish("t", 2))
+            assert len(b.inbox) == 0
+            return counts
+
+    assert backend.run(main) == [0, 1, 0]
+
+
+def test_ping_measures_round_trips(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[float], Any]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await a.connect(*b.address)
+            rtts = await a.ping("b", count=4)
+            return rtts, a.statistics()
+
+    rtts, stats = backend.run(main)
+    if backend.simulated:
+        assert rtts == pytest.approx([2 * A_B] * 4, abs=1e-12)
+    assert stats.per_link[0].rtt_samples == 4
+    assert stats.per_link[0].rtt_last == rtts[-1]
+
+
+def test_statistics_count_frames_and_bytes(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[Any, Any]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            for _ in range(10):
+                await a.publish("t", b"x" * 100)
+            for _ in range(10):
+                await b.receive()
+            return a.statistics(), b.statistics()
+
+    a, b = backend.run(main)
+    assert a.published == 10 and b.delivered == 10
+    # hello + ten messages each way we look at.
+    assert a.per_link[0].frames_out == 11
+    assert b.per_link[0].frames_in == 11
+    assert a.per_link[0].bytes_out == b.per_link[0].bytes_in > 10 * 100
+    assert b.inbox.got == 10 and b.inbox.dropped == 0
+
+
+# -- bad input ---------------------------------------------------------------
+
+
+def test_connecting_to_nothing_is_a_clear_error(backend: Backend) -> None:
+    async def main(net: Any) -> str:
+        async with Node(net.runtime("a"), "a") as a:
+            b = Node(net.runtime("b"), "b")
+            await b.start()
+            address = b.address
+            await b.stop()
+            with pytest.raises(ConnectError) as info:
+                await a.connect(*address)
+            return str(info.value)
+
+    assert "cannot connect" in backend.run(main)
+
+
+def test_a_vanished_peer_is_noticed(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[str], int]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            await eventually(a.runtime, lambda: "a" in b.links)
+            b.links["a"].stream.abort()  # a reset, as when a process dies
+            await eventually(a.runtime, lambda: not a.links)
+            return sorted(a.links), await a.publish("t", "anyone?")
+
+    assert backend.run(main) == ([], 0)
+
+
+def test_garbage_before_hello_is_refused(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main(net: Any) -> tuple[int, str]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            raw = await net.runtime("c").connect(*a.address)
+            await raw.send(b"\xff" * 64)
+            await eventually(a.runtime, lambda: a.statistics().protocol_errors == 1)
+            peer = await b.connect(*a.address)  # a still serves everyone else
+            return a.statistics().protocol_errors, peer.name
+
+    with caplog.at_level(logging.WARNING, logger="chaski.link"):
+        assert backend.run(main) == (1, "a")
+    assert "handshake with" in caplog.text and "failed" in caplog.text
+
+
+def test_garbage_after_hello_drops_the_link(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main(net: Any) -> tuple[list[str], int]:
+        async with Node(net.runtime("a"), "a") as a:
+            await a.subscribe("t")
+            raw = await net.runtime("c").connect(*a.address)
+            proto = LinkProtocol()
+            await raw.send(proto.encode(HELLO, "x", "id", "x", 1, [], {}))
+            await eventually(a.runtime, lambda: "x" in a.links)
+            await raw.send(proto.encode(PUB, "t", "ok", 0.0))
+            await raw.send(proto.encode(PUB, 5, "topic is not a string", 0.0))
+            await eventually(a.runtime, lambda: not a.links)
+            first = await a.receive()
+            return sorted(
+                a.links
+            ), first.data == "ok" and a.statistics().protocol_errors
+
+    with caplog.at_level(logging.WARNING, logger="chaski.link"):
+        assert backend.run(main) == ([], 1)
+    assert "protocol error" in caplog.text
+
+
+def test_silent_peer_is_dropped_at_the_handshake_deadline(backend: Backend) -> None:
+    settings = Settings().replace(handshake_timeout_s=0.5)
+
+    async def main(net: Any) -> tuple[float, bool]:
+        async with Node(net.runtime("a"), "a", settings=settings) as a:
+            raw = await net.runtime("c").connect(*a.address)
+            start = a.runtime.now()
+            closed = False
+            try:
+                while await raw.receive():  # a's hello, then the end
+                    pass
+                closed = True
+            except BrokenResourceError:
+                closed = True
+            return a.runtime.now() - start, closed
+
+    waited, closed = backend.run(main)
+    assert closed
+    if backend.simulated:
+        # a accepted half a round trip before connect() returned, and the
+        # reset takes half a round trip back.
+        assert waited == pytest.approx(0.5, abs=1e-9)
+    else:
+        assert 0.4 < waited < 5.0
+
+
+def test_a_stopped_node_refuses_work(backend: Backend) -> None:
+    async def main(net: Any) -> None:
+        a = Node(net.runtime("a"), "a")
+        await a.start()
+        await a.stop()
+        with pytest.raises(ClosedResourceError):
+            await a.publish("t", 1)
+        with pytest.raises(ClosedResourceError):
+            await a.receive()
+
+    backend.run(main)
