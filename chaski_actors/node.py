@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import decode_frame
 from .errors import (
     BrokenResourceError,
     ClosedResourceError,
@@ -39,8 +40,18 @@ from .protocol import (
     Frame,
     LinkProtocol,
     LinkState,
+    check_frame,
 )
-from .runtime import Address, Future, Listener, Runtime, Stream, Task, TlsConfig
+from .runtime import (
+    Address,
+    DatagramEndpoint,
+    Future,
+    Listener,
+    Runtime,
+    Stream,
+    Task,
+    TlsConfig,
+)
 from .settings import Settings
 from .sync import Queue, QueueStatistics
 
@@ -82,6 +93,7 @@ class PeerInfo:
     node_id: str
     address: Address
     topics: frozenset[str]
+    datagram_address: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +117,16 @@ class NodeStatistics:
     delivered: int
     unroutable: int
     protocol_errors: int
+    datagrams_in: int
+    datagrams_out: int
+    datagrams_refused: int
     inbox: QueueStatistics
     per_link: tuple[LinkStatistics, ...] = field(default=())
 
 
 MessageSink = Callable[[Message], Awaitable[None]]
 FrameHandler = Callable[["Link", Frame], Awaitable[None]]
+DatagramHandler = Callable[["Link", Frame], None]
 
 
 class Link:
@@ -195,6 +211,11 @@ class Node:
         self._pings: dict[int, Future[float]] = {}
         self._ping_ids = itertools.count(1)
         self._listener: Listener | None = None
+        self._datagram: DatagramEndpoint | None = None
+        self._datagram_reader: Task[None] | None = None
+        self._datagram_handlers: dict[int, DatagramHandler] = {}
+        self._datagram_peers: dict[Address, str] = {}
+        self._datagrams_in = self._datagrams_out = self._datagrams_refused = 0
         self._pending: set[Stream] = set()
         self._started = False
         self._stopped = False
@@ -224,6 +245,10 @@ class Node:
         self._listener = await self.runtime.listen(
             self._host, self._port, self._accepted, tls=self.tls
         )
+        self._datagram = await self.runtime.open_datagram(self._host, 0)
+        self._datagram_reader = self.runtime.spawn(
+            self._read_datagrams(self._datagram), name="datagrams"
+        )
         self._started = True
         self.log.info("listening on %s:%s", *self._listener.address)
 
@@ -233,6 +258,10 @@ class Node:
         self._stopped = True
         if self._listener is not None:
             await self._listener.aclose()
+        if self._datagram is not None:
+            self._datagram.close()
+        if self._datagram_reader is not None:
+            self._datagram_reader.cancel()
         for link in list(self.links.values()):
             await self._close_link(link, "node stopping", polite=True)
         for stream in list(self._pending):
@@ -290,7 +319,7 @@ class Node:
                 self._advertised_host(),
                 self.address[1],
                 sorted(advertised),
-                {},
+                self._hello_options(),
             )
             await stream.send(hello)
             protocol.sent(hello)
@@ -332,7 +361,7 @@ class Node:
     def _open_link(
         self, stream: Stream, protocol: LinkProtocol, hello: Frame
     ) -> Link | None:
-        name, node_id, host, port, topics, _options = hello.fields
+        name, node_id, host, port, topics, options = hello.fields
         if not all(isinstance(t, str) for t in topics):
             self._refuse(stream, f"hello from {name} lists a non-string topic")
             return None
@@ -348,12 +377,24 @@ class Node:
             self._refuse(stream, f"max_connections={self.settings.max_connections}")
             return None
 
-        peer = PeerInfo(name, node_id, (host, port), frozenset(topics))
+        udp = options.get("udp")
+        datagram_address = (host, udp) if type(udp) is int else None
+        peer = PeerInfo(
+            name, node_id, (host, port), frozenset(topics), datagram_address
+        )
         link = Link(self, stream, protocol, peer)
         self.links[name] = link
+        if datagram_address is not None:
+            self._datagram_peers[datagram_address] = name
         link.reader = self.runtime.spawn(self._read_loop(link), name=f"read-{name}")
         self.link_log.info("linked to %s at %s:%s", name, host, port)
         return link
+
+    def _hello_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self._datagram is not None:
+            options["udp"] = self._datagram.local_address[1]
+        return options
 
     def _refuse(self, stream: Stream, reason: str) -> None:
         self.link_log.info("refused a link: %s", reason)
@@ -435,6 +476,8 @@ class Node:
         link.closed = True
         if self.links.get(link.peer.name) is link:
             del self.links[link.peer.name]
+            if link.peer.datagram_address is not None:
+                self._datagram_peers.pop(link.peer.datagram_address, None)
         if polite:
             await link.stream.aclose()
         else:
@@ -510,6 +553,64 @@ class Node:
             raise ValueError(f"frame kind {kind} already has a handler")
         self._handlers[kind] = handler
 
+    # -- datagrams -----------------------------------------------------------
+
+    def add_datagram_handler(self, kind: int, handler: DatagramHandler) -> None:
+        """Let a higher layer handle datagrams of ``kind`` from linked peers."""
+        if kind in self._datagram_handlers:
+            raise ValueError(f"datagram kind {kind} already has a handler")
+        self._datagram_handlers[kind] = handler
+
+    def send_datagram(self, peer: str, kind: int, *fields: Any) -> bool:
+        """Send one frame to ``peer`` over UDP: unordered, maybe lost.
+
+        Returns False when the peer has no datagram address. A frame larger
+        than ``settings.datagram_max_size`` raises ValueError: splitting it
+        would make its loss likelier, so the caller must decide.
+        """
+        link = self.links.get(peer)
+        if link is None or link.peer.datagram_address is None or self._datagram is None:
+            return False
+        data = link.protocol.encode(kind, *fields)
+        if len(data) > self.settings.datagram_max_size:
+            raise ValueError(
+                f"datagram of {len(data)} bytes exceeds datagram_max_size="
+                f"{self.settings.datagram_max_size}"
+            )
+        self._datagram.send(data, link.peer.datagram_address)
+        self._datagrams_out += 1
+        return True
+
+    async def _read_datagrams(self, endpoint: DatagramEndpoint) -> None:
+        while True:
+            try:
+                data, source = await endpoint.receive()
+            except ClosedResourceError:
+                return
+            self._on_datagram(data, source)
+
+    def _on_datagram(self, data: bytes, source: Address) -> None:
+        # Only linked peers may use datagrams: nothing is acted on from an
+        # address that has not completed a handshake over a stream.
+        name = self._datagram_peers.get(source)
+        link = self.links.get(name) if name is not None else None
+        handler = None
+        try:
+            if link is None:
+                raise ProtocolError(f"datagram from unknown address {source}")
+            frame = check_frame(
+                decode_frame(data, max_frame_size=self.settings.datagram_max_size)
+            )
+            handler = self._datagram_handlers.get(frame.kind)
+            if handler is None:
+                raise ProtocolError(f"no datagram handler for {frame.name}")
+        except ProtocolError as exc:
+            self._datagrams_refused += 1
+            self.link_log.debug("refused datagram from %s: %s", source, exc)
+            return
+        self._datagrams_in += 1
+        handler(link, frame)
+
     # -- ping ----------------------------------------------------------------
 
     async def ping(self, peer: str, count: int = 1) -> list[float]:
@@ -549,6 +650,9 @@ class Node:
             delivered=self._delivered,
             unroutable=self._unroutable,
             protocol_errors=self._protocol_errors,
+            datagrams_in=self._datagrams_in,
+            datagrams_out=self._datagrams_out,
+            datagrams_refused=self._datagrams_refused,
             inbox=self.inbox.statistics(),
             per_link=tuple(link.statistics() for link in self.links.values()),
         )

@@ -48,6 +48,7 @@ __all__ = [
     "Frame",
     "LinkProtocol",
     "LinkState",
+    "check_frame",
     "register_kind",
 ]
 
@@ -120,6 +121,11 @@ class Frame:
     @property
     def name(self) -> str:
         return SCHEMAS[self.kind].name
+
+
+def check_frame(item: object) -> Frame:
+    """Check one decoded frame against :data:`SCHEMAS`; ProtocolError if bad."""
+    return _check(item)
 
 
 def _check(item: object) -> Frame:

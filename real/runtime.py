@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from random import Random
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from chaski_actors.errors import (
     BrokenResourceError,
@@ -336,8 +336,8 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # CPython's datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if len(self.queue) >= self.queue_size:

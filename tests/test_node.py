@@ -243,3 +243,47 @@ def test_a_stopped_node_refuses_work(backend: Backend) -> None:
             await a.receive()
 
     backend.run(main)
+
+
+# -- datagrams ---------------------------------------------------------------
+
+TEST_DATAGRAM = 90
+
+
+def test_datagrams_reach_a_linked_peer(backend: Backend) -> None:
+    from chaski_actors.protocol import STR, register_kind
+
+    register_kind(TEST_DATAGRAM, "test-datagram", STR)
+
+    async def main(net: Any) -> tuple[list[tuple[str, str, float]], int]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            got: list[tuple[str, str, float]] = []
+            b.add_datagram_handler(
+                TEST_DATAGRAM,
+                lambda link, frame: got.append(
+                    (link.peer.name, frame.fields[0], b.runtime.now())
+                ),
+            )
+            await a.connect(*b.address)
+            await eventually(a.runtime, lambda: "a" in b.links)
+            sent_at = a.runtime.now()
+            assert a.send_datagram("b", TEST_DATAGRAM, "over udp")
+            await eventually(a.runtime, lambda: bool(got))
+            with pytest.raises(ValueError, match="datagram_max_size"):
+                a.send_datagram("b", TEST_DATAGRAM, "x" * 5000)
+            # A stranger's datagram is refused: no handshake, no hearing.
+            stranger_runtime = net.runtime("c")
+            stranger = await stranger_runtime.open_datagram(stranger_runtime.host, 0)
+            stranger.send(
+                b"\x00\x00\x00\x02\x01\xc0", (b.address[0], b._hello_options()["udp"])
+            )
+            await eventually(a.runtime, lambda: b.statistics().datagrams_refused == 1)
+            stranger.close()
+            return [
+                (p, t, at - sent_at) for p, t, at in got
+            ], a.statistics().datagrams_out
+
+    got, out = backend.run(main)
+    assert [(p, t) for p, t, _ in got] == [("a", "over udp")] and out == 1
+    if backend.simulated:
+        assert got[0][2] == pytest.approx(A_B, abs=1e-12)
