@@ -61,7 +61,6 @@ import simpy
 
 from chaski_actors.errors import (
     BrokenResourceError,
-    ClosedResourceError,
     ConfigError,
     ConnectError,
 )
@@ -394,10 +393,9 @@ class SimNetwork:
             del self._listeners[address]
         for address in [a for a in self._datagrams if a[0] == host]:
             self._datagrams.pop(address).close()
-        for cid, (out, back) in list(self._pipes.items()):
-            if host in (out.src, out.dst):
-                local = out if out.src == host else back
-                self._forget_local_end(cid, local)
+        # Connections are not touched here: the crashed host's ends die with
+        # its tasks (its streams check the incarnation), and the peers learn
+        # nothing until a segment of theirs reaches the restarted host.
         runtime = self._runtimes.get(host)
         if runtime is not None:
             runtime._crashed()
@@ -413,6 +411,10 @@ class SimNetwork:
 
     def is_up(self, host: str) -> bool:
         return host not in self._down_hosts
+
+    def incarnation(self, host: str) -> int:
+        """How many times ``host`` has crashed: its streams die with each life."""
+        return self._incarnation[host]
 
     def watch_faults(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(description)`` after every topology change."""
@@ -648,14 +650,6 @@ class SimNetwork:
             peer_writes.wake_writer()
 
         self._at(arrival, arrived, None)
-
-    def _forget_local_end(self, cid: int, local_out: _Pipe) -> None:
-        """A crash: the local end vanishes; the peer finds out on next send."""
-        pair = self._pipes[cid]
-        local_in = pair[1] if pair[0] is local_out else pair[0]
-        local_in.error = local_out.error = ClosedResourceError("host crashed")
-        local_in.wake_reader()
-        local_out.wake_writer()
 
     # -- datagrams -----------------------------------------------------------
 

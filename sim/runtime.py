@@ -174,6 +174,13 @@ class SimStream(Stream):
         self._local = local
         self._peer = peer
         self._closed = False
+        self._incarnation = network.incarnation(local[0])
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise ClosedResourceError("stream was closed")
+        if self._network.incarnation(self._local[0]) != self._incarnation:
+            raise ClosedResourceError(f"host {self._local[0]} crashed")
 
     def __repr__(self) -> str:
         return (
@@ -192,8 +199,7 @@ class SimStream(Stream):
     async def send(self, data: bytes) -> None:
         out = self._out
         while True:
-            if self._closed:
-                raise ClosedResourceError("stream was closed")
+            self._check_alive()
             if out.error is not None:
                 raise BrokenResourceError(str(out.error)) from out.error
             peer_buffered = out.in_flight + len(out.buffer)
@@ -208,8 +214,7 @@ class SimStream(Stream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         pipe = self._in
         while not pipe.buffer:
-            if self._closed:
-                raise ClosedResourceError("stream was closed")
+            self._check_alive()
             if pipe.error is not None:
                 raise BrokenResourceError(str(pipe.error)) from pipe.error
             if pipe.eof:
