@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``); what it did not read is not lost
+        # work, and a traceback would only hide the output it did read.
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
