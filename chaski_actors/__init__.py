@@ -8,6 +8,7 @@ network with ``chaski_actors.sim``.
 from .errors import (
     BrokenResourceError,
     BusyResourceError,
+    CertificateError,
     ChaskiError,
     ClosedResourceError,
     ConfigError,
@@ -26,6 +27,7 @@ __all__ = [
     "Address",
     "BrokenResourceError",
     "BusyResourceError",
+    "CertificateError",
     "ChaskiError",
     "ClosedResourceError",
     "ConfigError",

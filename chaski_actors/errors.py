@@ -5,6 +5,7 @@ One small tree, so that callers can catch at the level they care about::
     ChaskiError
     ├── ConfigError            a setting, scenario or argument is invalid
     ├── ProtocolError          bytes from a peer broke the wire rules
+    │   └── CertificateError   a peer's certificate failed verification
     ├── ClosedResourceError    you closed it, then used it
     ├── BrokenResourceError    something outside broke it (reset, vanished peer)
     │   └── ConnectError       a connection could not be opened at all
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "BrokenResourceError",
     "BusyResourceError",
+    "CertificateError",
     "ChaskiError",
     "ClosedResourceError",
     "ConfigError",
@@ -44,6 +46,11 @@ class ProtocolError(ChaskiError):
     escape. The connection it came from cannot be trusted afterwards and is
     closed by the node that saw it.
     """
+
+
+class CertificateError(ProtocolError):
+    """A certificate did not prove who it claims: another CA, expired, revoked,
+    or a name that is not the one expected. The message says which."""
 
 
 class ClosedResourceError(ChaskiError):

@@ -243,7 +243,11 @@ class Node:
         if self._started:
             return
         self._listener = await self.runtime.listen(
-            self._host, self._port, self._accepted, tls=self.tls
+            self._host,
+            self._port,
+            self._accepted,
+            tls=self.tls,
+            max_connections=self.settings.max_connections,
         )
         self._datagram = await self.runtime.open_datagram(self._host, 0)
         self._datagram_reader = self.runtime.spawn(
@@ -367,6 +371,14 @@ class Node:
             return None
         if name == self.name:
             self._refuse(stream, "connected to itself")
+            return None
+        if self.tls is not None and stream.peer_identity != name:
+            # With TLS a peer is who its certificate says, whatever it calls
+            # itself; a hello under another name is an impersonation attempt.
+            self._refuse(
+                stream,
+                f"hello names {name!r}, certificate names {stream.peer_identity!r}",
+            )
             return None
         if name in self.links:
             # Both sides dialled at once, or a stale reconnect: keep the link

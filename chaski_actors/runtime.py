@@ -131,13 +131,30 @@ class TlsConfig:
     """Where a node's identity lives, for mutual TLS.
 
     ``certificate`` and ``private_key`` are PEM file paths for this node;
-    ``ca_certificate`` is the root that peers' certificates must chain to.
+    ``ca_certificate`` is the root that peers' certificates must chain to;
+    ``revocation_list`` is re-read at every handshake, so a revocation
+    reaches a running node when the file is replaced. A handshake that has
+    not finished after ``handshake_timeout_s`` is dropped: it bounds how long
+    a silent peer holds a connection slot (the figure is the same as
+    ``Settings.handshake_timeout_s``, for the same reasons).
     """
 
     certificate: str
     private_key: str
     ca_certificate: str
     revocation_list: str | None = None
+    handshake_timeout_s: float = 5.0
+
+    @classmethod
+    def from_directory(cls, directory: str, name: str) -> TlsConfig:
+        """The files that ``chaski-actors ca issue`` or enrolment write."""
+        base = directory.rstrip("/")
+        return cls(
+            certificate=f"{base}/{name}.pem",
+            private_key=f"{base}/{name}.key",
+            ca_certificate=f"{base}/ca.pem",
+            revocation_list=f"{base}/crl.pem",
+        )
 
 
 class Stream(abc.ABC):
@@ -186,6 +203,9 @@ class Listener(abc.ABC):
     @property
     @abc.abstractmethod
     def address(self) -> Address: ...
+
+    #: Connections reset on arrival because ``max_connections`` were open.
+    refused: int = 0
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...
@@ -241,6 +261,22 @@ class Runtime(abc.ABC):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
 
     @abc.abstractmethod
+    def wall_clock(self) -> float:
+        """Seconds since the Unix epoch, for certificate validity windows.
+
+        Under ``sim`` it is the network's epoch plus virtual time, so that
+        certificates expire in simulated time too.
+        """
+
+    @abc.abstractmethod
+    def secret_bytes(self, count: int) -> bytes:
+        """``count`` unpredictable bytes, for tokens and nonces.
+
+        Under ``real`` they come from the operating system; under ``sim`` from
+        the seeded generator, so a run replays (and nothing there is secret).
+        """
+
+    @abc.abstractmethod
     def create_future(self) -> Future[Any]: ...
 
     @abc.abstractmethod
@@ -269,8 +305,15 @@ class Runtime(abc.ABC):
         handler: StreamHandler,
         *,
         tls: TlsConfig | None = None,
+        max_connections: int | None = None,
     ) -> Listener:
-        """Accept streams on ``(host, port)``; port 0 picks a free one."""
+        """Accept streams on ``(host, port)``; port 0 picks a free one.
+
+        With ``tls`` the handler gets a stream only after the TLS handshake
+        and the peer's certificate checked out. With ``max_connections`` a
+        connection accepted while that many are open (handshaking or not) is
+        reset at once and counted in the listener's ``refused``.
+        """
 
     @abc.abstractmethod
     async def open_datagram(

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -26,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 from chaski_actors.errors import (
     BrokenResourceError,
+    CertificateError,
     ClosedResourceError,
     ConfigError,
     ConnectError,
@@ -50,6 +53,7 @@ T = TypeVar("T")
 __all__ = ["RealRuntime"]
 
 log = logging.getLogger("chaski.runtime")
+security_log = logging.getLogger("chaski.security")
 
 # Above this many unread bytes we stop reading the socket, so a peer that
 # sends faster than the node consumes fills its own TCP window, not our memory.
@@ -87,6 +91,12 @@ class RealRuntime(Runtime):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self._loop.call_later(delay, callback)
 
+    def wall_clock(self) -> float:
+        return time.time()
+
+    def secret_bytes(self, count: int) -> bytes:
+        return os.urandom(count)
+
     def create_future(self) -> Future[Any]:
         return self._loop.create_future()
 
@@ -118,16 +128,24 @@ class RealRuntime(Runtime):
     ) -> Stream:
         context = _tls.client_context(tls) if tls is not None else None
         try:
-            _transport, protocol = await self._loop.create_connection(
+            transport, protocol = await self._loop.create_connection(
                 _StreamProtocol,
                 host,
                 port,
                 ssl=context,
                 server_hostname="" if context is not None else None,
+                ssl_handshake_timeout=None if tls is None else tls.handshake_timeout_s,
             )
         except (OSError, ssl.SSLError) as exc:
             raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
-        return RealStream(protocol)
+        identity = None
+        if tls is not None:
+            try:
+                identity = _tls.verified_identity(transport, tls)
+            except CertificateError as exc:
+                transport.abort()
+                raise ConnectError(f"refused {host}:{port}: {exc}") from exc
+        return RealStream(protocol, identity)
 
     async def listen(
         self,
@@ -136,17 +154,67 @@ class RealRuntime(Runtime):
         handler: StreamHandler,
         *,
         tls: TlsConfig | None = None,
+        max_connections: int | None = None,
     ) -> Listener:
         context = _tls.server_context(tls) if tls is not None else None
+        listener: RealListener | None = None
+        # The connections of this listener that are open, handshaken or not:
+        # counting from the moment of accept is what bounds a flood of
+        # clients that connect and never finish a TLS handshake.
+        open_now: set[_StreamProtocol] = set()
 
         def accepted(protocol: _StreamProtocol) -> None:
-            stream = RealStream(protocol)
-            self.spawn(handler(stream), name=f"accept-{stream.peer_address}")
+            assert protocol.transport is not None and listener is not None
+            if max_connections is not None and len(open_now) >= max_connections:
+                listener.refused += 1
+                protocol.transport.abort()
+                return
+            open_now.add(protocol)
+            protocol.on_lost = open_now.discard
+            if tls is None or context is None:
+                stream = RealStream(protocol)
+                self.spawn(handler(stream), name=f"accept-{stream.peer_address}")
+                return
+            # Hold the client's hello until start_tls has taken the transport.
+            protocol.transport.pause_reading()
+            self.spawn(
+                self._secure(protocol, context, tls, handler), name="tls-handshake"
+            )
 
         server = await self._loop.create_server(
-            lambda: _StreamProtocol(on_open=accepted), host, port, ssl=context
+            lambda: _StreamProtocol(on_open=accepted), host, port
         )
-        return RealListener(server)
+        listener = RealListener(server)
+        return listener
+
+    async def _secure(
+        self,
+        protocol: _StreamProtocol,
+        context: ssl.SSLContext,
+        tls: TlsConfig,
+        handler: StreamHandler,
+    ) -> None:
+        """Run the server side of the TLS handshake, check the peer, hand over."""
+        raw = protocol.transport
+        assert raw is not None
+        peer = _address(raw.get_extra_info("peername"))
+        try:
+            secured = await self._loop.start_tls(
+                raw,
+                protocol,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=tls.handshake_timeout_s,
+            )
+            if secured is None:
+                raise ConnectionResetError("connection closed during the handshake")
+            protocol.transport = secured
+            identity = _tls.verified_identity(secured, tls)
+        except (OSError, ssl.SSLError, TimeoutError, CertificateError) as exc:
+            security_log.info("refused %s:%s: %s", *peer, _why_refused(exc))
+            (protocol.transport or raw).abort()
+            return
+        await handler(RealStream(protocol, identity))
 
     async def open_datagram(
         self, host: str, port: int, *, queue_size: int = 1024
@@ -173,6 +241,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.reader: asyncio.Future[None] | None = None
         self.writing_paused = False
         self.drain_waiters: deque[asyncio.Future[None]] = deque()
+        self.on_lost: Callable[[_StreamProtocol], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -195,6 +264,8 @@ class _StreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.on_lost is not None:
+            self.on_lost(self)
         if exc is not None:
             self.error = exc
         self.eof = True
@@ -225,8 +296,9 @@ class _StreamProtocol(asyncio.Protocol):
 class RealStream(Stream):
     """A TCP (or TLS) connection driven by asyncio."""
 
-    def __init__(self, protocol: _StreamProtocol) -> None:
+    def __init__(self, protocol: _StreamProtocol, identity: str | None = None) -> None:
         assert protocol.transport is not None
+        self._identity = identity
         self._protocol = protocol
         self._transport = protocol.transport
         self._local = _address(self._transport.get_extra_info("sockname"))
@@ -249,7 +321,7 @@ class RealStream(Stream):
 
     @property
     def peer_identity(self) -> str | None:
-        return _tls.peer_name(self._transport)
+        return self._identity
 
     async def send(self, data: bytes) -> None:
         if self._closed:
@@ -314,9 +386,13 @@ class RealListener(Listener):
     def __init__(self, server: asyncio.Server) -> None:
         self._server = server
         self._address = _address(server.sockets[0].getsockname())
+        self.refused = 0
 
     def __repr__(self) -> str:
-        return f"<RealListener {self._address[0]}:{self._address[1]}>"
+        return (
+            f"<RealListener {self._address[0]}:{self._address[1]} "
+            f"refused={self.refused}>"
+        )
 
     @property
     def address(self) -> Address:
@@ -394,6 +470,12 @@ class RealDatagramEndpoint(DatagramEndpoint):
 
     def close(self) -> None:
         self._transport.close()
+
+
+def _why_refused(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake in time"
+    return str(exc) or type(exc).__name__
 
 
 def _address(raw: Any) -> Address:

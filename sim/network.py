@@ -84,6 +84,9 @@ _MIN_RTO: Final = 0.2
 _SYN_RETRIES: Final = (1.0, 2.0, 4.0)
 # Receive window per direction of a stream; typical of a default TCP socket.
 DEFAULT_WINDOW: Final = 256 * 1024
+# What the wall clock reads at simulated time 0 (2025-01-01T00:00:00Z), for
+# certificate validity. Fixed, not today's date, so that runs replay.
+DEFAULT_EPOCH: Final = 1735689600.0
 
 _FIN: Final = b""
 
@@ -252,6 +255,7 @@ class SimNetwork:
         seed: int = 0,
         window: int = DEFAULT_WINDOW,
         keep_trace: bool = False,
+        epoch: float = DEFAULT_EPOCH,
     ) -> None:
         if graph.number_of_nodes() == 0:
             raise ConfigError("the topology has no hosts")
@@ -261,6 +265,7 @@ class SimNetwork:
         self.trace = Trace(keep=keep_trace)
         self.rng = Random(derive_seed(seed, "network"))
         self.window = window
+        self.epoch = epoch
 
         self._hosts: dict[str, Hashable] = {str(n): n for n in graph.nodes}
         if len(self._hosts) != graph.number_of_nodes():

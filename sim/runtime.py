@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import logging
 from asyncio import CancelledError
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -14,6 +16,8 @@ from chaski_actors.errors import (
     BrokenResourceError,
     ClosedResourceError,
     ConfigError,
+    ConnectError,
+    ProtocolError,
 )
 from chaski_actors.runtime import (
     Address,
@@ -28,6 +32,7 @@ from chaski_actors.runtime import (
     TlsConfig,
 )
 
+from . import _tls
 from ._kernel import SimFuture, SimTask, SimTimeout
 from .network import MAX_DATAGRAM, _Pipe, derive_seed
 
@@ -39,6 +44,10 @@ T = TypeVar("T")
 __all__ = ["SimRuntime"]
 
 _ANY_HOST = ("", "0.0.0.0", "::")
+# Bytes of nonce in each simulated TLS hello, as in TLS's own randoms.
+_TLS_NONCE = 32
+
+security_log = logging.getLogger("chaski.security")
 
 
 class SimRuntime(Runtime):
@@ -73,6 +82,15 @@ class SimRuntime(Runtime):
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self._kernel.timers.call_at(self.now() + max(0.0, delay), callback)
+
+    def wall_clock(self) -> float:
+        return self.network.epoch + self.now()
+
+    def secret_bytes(self, count: int) -> bytes:
+        return self.random.getrandbits(8 * count).to_bytes(count, "big")
+
+    def _utc_now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.wall_clock(), dt.UTC)
 
     def create_future(self) -> Future[Any]:
         return SimFuture(self._kernel.env)
@@ -109,7 +127,19 @@ class SimRuntime(Runtime):
     ) -> Stream:
         self._check_up()
         out, inbound, local = await self.network._connect(self._host, (host, port))
-        return self._make_stream(out, inbound, local, (host, port))
+        stream = self._make_stream(out, inbound, local, (host, port))
+        if tls is None:
+            return stream
+        try:
+            async with self.timeout(tls.handshake_timeout_s):
+                name, leftover = await _tls.client_handshake(
+                    stream, tls, self.secret_bytes(_TLS_NONCE), self._utc_now()
+                )
+        except (ProtocolError, BrokenResourceError, TimeoutError) as exc:
+            stream.abort()
+            raise ConnectError(f"refused {host}:{port}: {_why(exc)}") from exc
+        stream._secured(name, leftover)
+        return stream
 
     def _make_stream(
         self, out: _Pipe, inbound: _Pipe, local: Address, peer: Address
@@ -123,13 +153,16 @@ class SimRuntime(Runtime):
         handler: StreamHandler,
         *,
         tls: TlsConfig | None = None,
+        max_connections: int | None = None,
     ) -> Listener:
         self._check_up()
         local = self._resolve_local(host)
         if port == 0:
             port = self.network._ephemeral_port(local)
         listener = SimListener(self, (local, port))
-        self.network._add_listener((local, port), handler, self)
+        self.network._add_listener(
+            (local, port), self._guard(listener, handler, tls, max_connections), self
+        )
         self._closeables[id(listener)] = listener
         return listener
 
@@ -144,6 +177,48 @@ class SimRuntime(Runtime):
         self.network._add_datagram((local, port), endpoint)
         self._closeables[id(endpoint)] = endpoint
         return endpoint
+
+    def _guard(
+        self,
+        listener: SimListener,
+        handler: StreamHandler,
+        tls: TlsConfig | None,
+        max_connections: int | None,
+    ) -> StreamHandler:
+        """The handler the network calls: limit, then handshake, then ``handler``."""
+        open_now: list[SimStream] = []
+
+        async def accepted(stream: Stream) -> None:
+            assert isinstance(stream, SimStream)
+            open_now[:] = [s for s in open_now if s.is_open]
+            if max_connections is not None and len(open_now) >= max_connections:
+                listener.refused += 1
+                stream.abort()
+                return
+            open_now.append(stream)
+            if tls is not None and not await self._secure(stream, tls):
+                return
+            await handler(stream)
+
+        return accepted
+
+    async def _secure(self, stream: SimStream, tls: TlsConfig) -> bool:
+        try:
+            async with self.timeout(tls.handshake_timeout_s):
+                name, leftover = await _tls.server_handshake(
+                    stream, tls, self.secret_bytes(_TLS_NONCE), self._utc_now()
+                )
+        except (ProtocolError, BrokenResourceError, TimeoutError) as exc:
+            security_log.info(
+                "refused %s:%s: %s",
+                *stream.peer_address,
+                _why(exc),
+                extra={"runtime_time": self.now(), "node": self._host},
+            )
+            stream.abort()
+            return False
+        stream._secured(name, leftover)
+        return True
 
     def _check_up(self) -> None:
         if not self.network.is_up(self._host):
@@ -175,6 +250,7 @@ class SimStream(Stream):
         self._peer = peer
         self._closed = False
         self._incarnation = network.incarnation(local[0])
+        self._identity: str | None = None
 
     def _check_alive(self) -> None:
         if self._closed:
@@ -195,6 +271,21 @@ class SimStream(Stream):
     @property
     def peer_address(self) -> Address:
         return self._peer
+
+    @property
+    def peer_identity(self) -> str | None:
+        return self._identity
+
+    @property
+    def is_open(self) -> bool:
+        """Neither closed here nor reset by the peer."""
+        return not self._closed and not self._out.dead and self._out.error is None
+
+    def _secured(self, identity: str, leftover: bytes) -> None:
+        """The TLS handshake verified the peer; give back what it read past."""
+        self._identity = identity
+        if leftover:
+            self._in.buffer[0:0] = leftover
 
     async def send(self, data: bytes) -> None:
         out = self._out
@@ -252,9 +343,13 @@ class SimListener(Listener):
     def __init__(self, runtime: SimRuntime, address: Address) -> None:
         self._runtime = runtime
         self._address = address
+        self.refused = 0
 
     def __repr__(self) -> str:
-        return f"<SimListener {self._address[0]}:{self._address[1]}>"
+        return (
+            f"<SimListener {self._address[0]}:{self._address[1]} "
+            f"refused={self.refused}>"
+        )
 
     @property
     def address(self) -> Address:
@@ -311,3 +406,9 @@ class SimDatagramEndpoint(DatagramEndpoint):
         self._runtime.network._remove_datagram(self._address)
         if self._reader is not None and not self._reader.done():
             self._reader.set_result(None)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake in time"
+    return str(exc) or type(exc).__name__

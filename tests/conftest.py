@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import networkx as nx
 import pytest
+from pki import Pki
 
 from chaski_actors.real.harness import run_real
 from chaski_actors.sim.harness import run_sim
@@ -59,3 +60,9 @@ class Backend:
 @pytest.fixture(params=["sim", "real"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     return Backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Certificates for security tests, generated once per session."""
+    return Pki(tmp_path_factory.mktemp("pki"))
