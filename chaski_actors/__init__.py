@@ -13,10 +13,19 @@ from .errors import (
     ClosedResourceError,
     ConfigError,
     ConnectError,
+    FileTransferError,
+    LinkLostError,
+    MalformedCallError,
     ProtocolError,
+    RefusedNameError,
+    RemoteBusyError,
+    RemoteError,
+    RemoteTimeoutError,
+    UnknownNameError,
 )
 from .metrics import LatencySummary, summarize
 from .node import Link, LinkStatistics, Message, Node, NodeStatistics, PeerInfo
+from .remote import Proxy, Remote, RemoteStatistics
 from .runtime import Address, Runtime, Stream, TlsConfig
 from .settings import Settings
 from .sync import Event, Queue, QueueStatistics
@@ -33,19 +42,30 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "Event",
+    "FileTransferError",
     "LatencySummary",
     "Link",
+    "LinkLostError",
     "LinkStatistics",
+    "MalformedCallError",
     "Message",
     "Node",
     "NodeStatistics",
     "PeerInfo",
     "ProtocolError",
+    "Proxy",
     "Queue",
     "QueueStatistics",
+    "RefusedNameError",
+    "Remote",
+    "RemoteBusyError",
+    "RemoteError",
+    "RemoteStatistics",
+    "RemoteTimeoutError",
     "Runtime",
     "Settings",
     "Stream",
     "TlsConfig",
+    "UnknownNameError",
     "summarize",
 ]

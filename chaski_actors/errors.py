@@ -9,7 +9,15 @@ One small tree, so that callers can catch at the level they care about::
     ├── ClosedResourceError    you closed it, then used it
     ├── BrokenResourceError    something outside broke it (reset, vanished peer)
     │   └── ConnectError       a connection could not be opened at all
-    └── BusyResourceError      two tasks used something that allows one
+    ├── BusyResourceError      two tasks used something that allows one
+    ├── RemoteError            a remote call failed; carries a code
+    │   ├── UnknownNameError   no such object or attribute on the callee
+    │   ├── RefusedNameError   the name exists but is private or not exposed
+    │   ├── MalformedCallError the callee could not read the call
+    │   ├── RemoteBusyError    the callee is at its limit of running calls
+    │   ├── RemoteTimeoutError the call did not return in time (a TimeoutError)
+    │   └── LinkLostError      the link went while the call was in flight
+    └── FileTransferError      a file was refused, cut short or corrupted
 
 ``TimeoutError`` is the built-in one, raised by ``Runtime.timeout`` and by every
 call that takes a deadline. Foreign exceptions (``OSError``, ``ssl.SSLError``,
@@ -27,7 +35,15 @@ __all__ = [
     "ClosedResourceError",
     "ConfigError",
     "ConnectError",
+    "FileTransferError",
+    "LinkLostError",
+    "MalformedCallError",
     "ProtocolError",
+    "RefusedNameError",
+    "RemoteBusyError",
+    "RemoteError",
+    "RemoteTimeoutError",
+    "UnknownNameError",
 ]
 
 
@@ -67,3 +83,74 @@ class ConnectError(BrokenResourceError):
 
 class BusyResourceError(ChaskiError):
     """Two tasks used, at the same time, an object that allows one at a time."""
+
+
+# -- remote calls and streams ------------------------------------------------
+
+
+class RemoteError(ChaskiError):
+    """A remote call failed; ``code`` says how, ``remote_type`` what was raised.
+
+    A plain ``RemoteError`` means the method itself raised: ``remote_type`` is
+    the name of the exception class on the callee (``"ValueError"``) and
+    ``remote_message`` its text. The subclasses below are the failures of the
+    call machinery, each with its own fixed code, so a caller can catch the
+    ones it knows how to handle.
+    """
+
+    code = "exception"
+
+    def __init__(
+        self, message: str, *, remote_type: str = "", code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_message = message
+        if code is not None:
+            self.code = code
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, "
+            f"remote_type={self.remote_type!r}, message={self.remote_message!r})"
+        )
+
+
+class UnknownNameError(RemoteError):
+    """The callee has no object, attribute or method by that name."""
+
+    code = "unknown-name"
+
+
+class RefusedNameError(RemoteError):
+    """The name is private (a leading underscore) or its owner did not expose it."""
+
+    code = "refused"
+
+
+class MalformedCallError(RemoteError):
+    """The callee could not read the call: wrong shape or types of its fields."""
+
+    code = "malformed"
+
+
+class RemoteBusyError(RemoteError, BusyResourceError):
+    """The callee already runs as many calls as its settings allow; retry later."""
+
+    code = "busy"
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """No answer within the call's deadline; the callee was asked to cancel it."""
+
+    code = "timeout"
+
+
+class LinkLostError(RemoteError, BrokenResourceError):
+    """The link to the callee closed before the answer came back."""
+
+    code = "link-lost"
+
+
+class FileTransferError(ChaskiError):
+    """A file transfer was refused by the receiver, cut short or failed its check."""

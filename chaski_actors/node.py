@@ -127,6 +127,7 @@ class NodeStatistics:
 MessageSink = Callable[[Message], Awaitable[None]]
 FrameHandler = Callable[["Link", Frame], Awaitable[None]]
 DatagramHandler = Callable[["Link", Frame], None]
+LinkWatcher = Callable[["Link", str], None]
 
 
 class Link:
@@ -214,6 +215,7 @@ class Node:
         self._datagram: DatagramEndpoint | None = None
         self._datagram_reader: Task[None] | None = None
         self._datagram_handlers: dict[int, DatagramHandler] = {}
+        self._link_watchers: list[LinkWatcher] = []
         self._datagram_peers: dict[Address, str] = {}
         self._datagrams_in = self._datagrams_out = self._datagrams_refused = 0
         self._pending: set[Stream] = set()
@@ -497,6 +499,8 @@ class Node:
         if link.reader is not None and not from_reader:
             link.reader.cancel()
         self.link_log.info("link to %s closed: %s", link.peer.name, reason)
+        for watcher in self._link_watchers:
+            watcher(link, reason)
 
     # -- subscriptions and publishing ---------------------------------------
 
@@ -564,6 +568,13 @@ class Node:
         if kind in self._handlers:
             raise ValueError(f"frame kind {kind} already has a handler")
         self._handlers[kind] = handler
+
+    def watch_links(self, watcher: LinkWatcher) -> None:
+        """Call ``watcher(link, reason)`` whenever a link is closed for good.
+
+        Higher layers use it to fail what they had in flight on that link.
+        """
+        self._link_watchers.append(watcher)
 
     # -- datagrams -----------------------------------------------------------
 

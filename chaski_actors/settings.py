@@ -237,6 +237,70 @@ class Settings:
         ),
     )
 
+    # -- streamer and remote actors -----------------------------------------
+    stream_queue_size: int = field(
+        default=256,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Messages a streamer holds per topic before its overflow policy applies. "
+            "Small on purpose: behind it sit the transport windows, so a slow "
+            "consumer stops the producer long before memory matters. Arbitrary.",
+        ),
+    )
+    stream_overflow: Overflow = field(
+        default="wait",
+        metadata=_about(
+            _OVERFLOW_POLICY,
+            "What a full streamer queue does: 'wait' makes the producer's publish "
+            "wait (back-pressure through the link); the drop policies keep the "
+            "freshest or the oldest messages and count every drop.",
+        ),
+    )
+    file_chunk_size: int = field(
+        default=64 * 1024,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Bytes of a file per frame. Well under max_frame_size, so that a chunk "
+            "holds a 100 Mbit/s link for about 5 ms and keep-alives are not delayed "
+            "behind it; the figure is arbitrary within that bound.",
+        ),
+    )
+    file_max_size: int = field(
+        default=256 * 1024 * 1024,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Largest file, in bytes, a node accepts; larger offers are refused "
+            "before any byte is sent. Arbitrary; raise it where disks allow.",
+        ),
+    )
+    remote_max_calls: int = field(
+        default=64,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Remote calls a node runs at once for all peers; further calls are "
+            "refused as busy, so a flood costs the flooder an error, not the node "
+            "its memory. The same figure as max_connections; arbitrary.",
+        ),
+    )
+    remote_max_calls_per_peer: int = field(
+        default=16,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Remote calls one peer may have running at once, so that a single "
+            "flooding peer cannot take every slot of remote_max_calls from the "
+            "others. A quarter of remote_max_calls; arbitrary.",
+        ),
+    )
+    remote_result_cache: int = field(
+        default=1024,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Answers of finished calls a node remembers, so that a call resent "
+            "after a reconnection is answered again instead of run twice. Matches "
+            "send_buffer_frames, the most calls a link can resend.",
+        ),
+    )
+
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             self._check_field(spec)

@@ -296,9 +296,20 @@ class SimTask(Generic[T]):
                 coro.close()
                 raise
             except BaseException as exc:
-                error = exc
+                # simpy throws a copy of a failed event's exception, rebuilt
+                # from its args alone, so attributes set by keyword are lost;
+                # asyncio raises the original, and so must we.
+                original = exc.__cause__
+                error = original if original is _failure_of(target) else exc
             finally:
                 self._waiting = False
+
+
+def _failure_of(event: simpy.Event) -> BaseException | None:
+    """The exception a failed event carries, or None for any other event."""
+    if event.triggered and not event.ok:
+        return cast(BaseException, event.value)
+    return None
 
 
 class Kernel:

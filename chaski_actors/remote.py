@@ -1,0 +1,768 @@
+"""Remote objects: call methods and read attributes of objects on other nodes.
+
+A node registers objects under names and says which of their attributes it
+exposes. A peer asks for a :class:`Proxy` to one of them and uses it much like
+the object itself::
+
+    remote = Remote(node)
+    remote.register("counter", counter, expose=["add", "total", "limits"])
+    ...
+    proxy = await remote.proxy("b", "counter")
+    await proxy.add(2)                 # a method call
+    await proxy.total                  # an attribute read
+    await proxy.limits.upper           # a nested attribute read
+
+How a call travels
+------------------
+Four frame kinds, multiplexed on the ordinary link between two nodes:
+
+``CALL``     ``[call id, op, object, path, args, kwargs]`` in one field
+``RESULT``   call id, value
+``FAILURE``  call id (or nil), code, remote type name, message
+``CANCEL``   call id
+
+``op`` is ``"call"``, ``"get"`` (an attribute read) or ``"describe"`` (the
+exposed names, asked once when a proxy is made). The caller numbers its calls
+and matches answers by number, so any number of calls share one link and
+finish in any order. The whole request sits in one field on purpose: a frame
+with the wrong number of fields breaks the wire rules and costs the sender its
+link, but a request with bad contents is answered with a
+:class:`~chaski_actors.errors.MalformedCallError`, and the link, and every
+other call on it, carries on.
+
+What the callee allows
+----------------------
+A path is reachable when one of the owner's exposed dotted names is a prefix
+of it: exposing ``limits`` exposes ``limits.upper`` and anything else reached
+through public names from ``limits``, so expose the narrowest names that
+serve. A name that starts with an underscore is refused at every step, exposed
+or not, so ``__class__`` and its kin are never reachable.
+
+Exactly once
+------------
+A link may resend a frame after a reconnection, and a caller may repeat a call
+it never heard back from. The callee keeps a :class:`CallBook` keyed by the
+caller's node id and the call id: a call that is running is not started again,
+and one that has finished is answered from the book without running. The book
+remembers ``remote_result_cache`` answers; an answer evicted from it cannot be
+replayed, and a resend that old would run the call a second time (the
+eviction is counted).
+
+Limits
+------
+The book also admits at most ``remote_max_calls`` running calls in all and
+``remote_max_calls_per_peer`` from any one peer. A call over either limit is
+answered at once with :class:`~chaski_actors.errors.RemoteBusyError`: the link
+reader never waits for a slot, so a peer flooding calls gets errors while the
+node keeps serving the others. Attribute reads and ``describe`` run inline and
+finish before the next frame is read.
+
+Cancellation and loss
+---------------------
+A caller whose task is cancelled, or whose deadline passes, sends ``CANCEL``;
+the callee cancels the task running the call. When a link closes for good,
+the caller fails the calls in flight on it with
+:class:`~chaski_actors.errors.LinkLostError` and the callee cancels the calls
+it was running for that peer, whose answers could no longer be delivered.
+
+Values travel as the codec carries them (msgpack plus the extension types of
+:mod:`chaski_actors.codec`); nothing is pickled, and nothing received is
+evaluated: names are only looked up with ``getattr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import inspect
+import itertools
+from collections import OrderedDict
+from collections.abc import Coroutine, Generator, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .codec import encode_frame
+from .errors import (
+    BrokenResourceError,
+    ClosedResourceError,
+    ConfigError,
+    LinkLostError,
+    MalformedCallError,
+    ProtocolError,
+    RefusedNameError,
+    RemoteBusyError,
+    RemoteError,
+    RemoteTimeoutError,
+    UnknownNameError,
+)
+from .log import node_logger
+from .node import Link, Node
+from .protocol import ANY, INT, STR, Frame, register_kind
+from .runtime import Future
+
+__all__ = [
+    "CALL",
+    "CANCEL",
+    "FAILURE",
+    "RESULT",
+    "Admission",
+    "CallBook",
+    "CallBookStatistics",
+    "CallRequest",
+    "Proxy",
+    "Remote",
+    "RemoteStatistics",
+    "call_id_of",
+    "error_for",
+    "parse_call",
+]
+
+CALL: Final = 50  # [call id, op, object, path, args, kwargs]
+RESULT: Final = 51  # call id, value
+FAILURE: Final = 52  # call id or nil, code, remote type name, message
+CANCEL: Final = 53  # call id
+
+register_kind(CALL, "call", ANY)
+register_kind(RESULT, "result", INT, ANY)
+register_kind(FAILURE, "failure", ANY, STR, STR, STR)
+register_kind(CANCEL, "cancel", INT)
+
+OPS: Final = ("call", "get", "describe")
+
+# Bounds on what a request may contain; generous for real programs, and they
+# keep a hostile request from making the callee walk long attribute chains.
+MAX_PATH: Final = 16
+MAX_NAME: Final = 128
+_LARGEST_ID: Final = (1 << 63) - 1
+
+_ERRORS: Final[dict[str, type[RemoteError]]] = {
+    cls.code: cls
+    for cls in (
+        UnknownNameError,
+        RefusedNameError,
+        MalformedCallError,
+        RemoteBusyError,
+        RemoteTimeoutError,
+        LinkLostError,
+    )
+}
+
+
+# -- the request, checked ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One well-formed request, as :func:`parse_call` found it."""
+
+    call_id: int
+    op: str
+    target: str
+    path: tuple[str, ...]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def call_id_of(payload: object) -> int | None:
+    """The call id of a request, if it has a usable one, to address a refusal."""
+    if isinstance(payload, list) and payload:
+        call_id = payload[0]
+        if type(call_id) is int and 0 <= call_id <= _LARGEST_ID:
+            return call_id
+    return None
+
+
+def parse_call(payload: object) -> CallRequest:
+    """Check a ``CALL`` frame's payload; raise MalformedCallError saying what is off."""
+    if not isinstance(payload, list) or len(payload) != 6:
+        raise MalformedCallError("a call is an array of 6 fields")
+    call_id, op, target, path, args, kwargs = payload
+
+    if call_id_of(payload) is None:
+        raise MalformedCallError(f"call id must be an int from 0 to {_LARGEST_ID}")
+    if op not in OPS:
+        raise MalformedCallError(f"op must be one of {', '.join(OPS)}, got {op!r}")
+    if not _is_name(target, dotted=True):
+        raise MalformedCallError(f"object name must be a short string, got {target!r}")
+    if not isinstance(path, list) or len(path) > MAX_PATH:
+        raise MalformedCallError(f"path must be an array of at most {MAX_PATH} names")
+    if not all(_is_name(name) for name in path):
+        raise MalformedCallError("every name in a path must be a Python identifier")
+    if not isinstance(args, list):
+        raise MalformedCallError("positional arguments must be an array")
+    if not isinstance(kwargs, dict) or not all(_is_name(k) for k in kwargs):
+        raise MalformedCallError("keyword arguments must map identifiers to values")
+    if op != "describe" and not path:
+        raise MalformedCallError(f"a {op} needs a path of at least one name")
+
+    return CallRequest(call_id, op, target, tuple(path), tuple(args), kwargs)
+
+
+def _is_name(value: object, *, dotted: bool = False) -> bool:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
+        return False
+    parts = value.split(".") if dotted else [value]
+    return all(part.isidentifier() for part in parts)
+
+
+def error_for(code: str, remote_type: str, message: str) -> RemoteError:
+    """The local exception for a ``FAILURE`` frame's code, type and message."""
+    cls = _ERRORS.get(code, RemoteError)
+    if cls is RemoteError:
+        return RemoteError(message, remote_type=remote_type, code=code)
+    return cls(message, remote_type=remote_type)
+
+
+# -- the callee's book of calls ------------------------------------------------
+
+
+class Admission(enum.Enum):
+    """What :meth:`CallBook.admit` decided about an arriving call."""
+
+    RUN = "run"
+    RUNNING = "running"  # a duplicate of a call still running: ignore it
+    ANSWERED = "answered"  # a duplicate of a finished call: replay its answer
+    BUSY = "busy"  # over a concurrency limit: refuse it
+
+
+Key = tuple[str, int]  # (caller's node id, call id)
+
+
+@dataclass(frozen=True, slots=True)
+class CallBookStatistics:
+    running: int
+    remembered: int
+    admitted: int
+    duplicates: int
+    refused_busy: int
+    cancelled: int
+    evicted: int
+
+
+class CallBook:
+    """Which calls run, which finished and what they answered; sans-IO.
+
+    See the module essay. The book neither runs nor sends anything: the
+    :class:`Remote` asks it before starting a call and tells it when one ends.
+    Finished answers are kept in arrival order and the oldest is evicted once
+    ``cache_size`` are kept; evictions are counted.
+    """
+
+    def __init__(self, max_running: int, max_per_peer: int, cache_size: int) -> None:
+        self.max_running = max_running
+        self.max_per_peer = max_per_peer
+        self.cache_size = cache_size
+        self._running: dict[Key, None] = {}
+        self._per_peer: dict[str, int] = {}
+        self._answers: OrderedDict[Key, bytes] = OrderedDict()
+        self._admitted = self._duplicates = self._busy = 0
+        self._cancelled = self._evicted = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<CallBook running={len(self._running)}/{self.max_running} "
+            f"remembered={len(self._answers)}/{self.cache_size}>"
+        )
+
+    def admit(self, key: Key) -> Admission:
+        if key in self._running:
+            self._duplicates += 1
+            return Admission.RUNNING
+        if key in self._answers:
+            self._duplicates += 1
+            return Admission.ANSWERED
+        peer = key[0]
+        if (
+            len(self._running) >= self.max_running
+            or self._per_peer.get(peer, 0) >= self.max_per_peer
+        ):
+            self._busy += 1
+            return Admission.BUSY
+        self._running[key] = None
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        self._admitted += 1
+        return Admission.RUN
+
+    def answer(self, key: Key) -> bytes:
+        """The remembered answer of a finished call (after ``ANSWERED``)."""
+        return self._answers[key]
+
+    def finish(self, key: Key, answer: bytes) -> None:
+        """A running call ended with ``answer``; remember it for duplicates."""
+        if not self._release(key):
+            return
+        self._answers[key] = answer
+        while len(self._answers) > self.cache_size:
+            self._answers.popitem(last=False)
+            self._evicted += 1
+
+    def cancel(self, key: Key) -> None:
+        """A running call was cancelled: it has no answer to remember."""
+        if self._release(key):
+            self._cancelled += 1
+
+    def is_running(self, key: Key) -> bool:
+        return key in self._running
+
+    def running_for(self, peer: str) -> list[Key]:
+        return [key for key in self._running if key[0] == peer]
+
+    def _release(self, key: Key) -> bool:
+        if key not in self._running:
+            return False
+        del self._running[key]
+        peer = key[0]
+        left = self._per_peer[peer] - 1
+        if left:
+            self._per_peer[peer] = left
+        else:
+            del self._per_peer[peer]
+        return True
+
+    def statistics(self) -> CallBookStatistics:
+        return CallBookStatistics(
+            running=len(self._running),
+            remembered=len(self._answers),
+            admitted=self._admitted,
+            duplicates=self._duplicates,
+            refused_busy=self._busy,
+            cancelled=self._cancelled,
+            evicted=self._evicted,
+        )
+
+
+# -- the actor ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStatistics:
+    objects: int
+    calls_out: int
+    pending_out: int
+    answers_in: int
+    failures_in: int
+    timeouts: int
+    links_lost: int
+    calls_in: int
+    refused_malformed: int
+    refused_names: int
+    book: CallBookStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class _Exposed:
+    obj: object
+    names: tuple[tuple[str, ...], ...]
+
+    def allows(self, path: tuple[str, ...]) -> bool:
+        return any(path[: len(name)] == name for name in self.names)
+
+
+@dataclass(slots=True)
+class _Pending:
+    peer: str
+    waiter: Future[Any]
+
+
+class Remote:
+    """Registered objects of one node, and proxies to other nodes' objects.
+
+    ``Remote(node)`` adds the call frame kinds to ``node``; make one per node.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.runtime = node.runtime
+        settings = node.settings
+        self.book = CallBook(
+            settings.remote_max_calls,
+            settings.remote_max_calls_per_peer,
+            settings.remote_result_cache,
+        )
+        self._objects: dict[str, _Exposed] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._tasks: dict[Key, Any] = {}
+        self._calls_out = self._answers_in = self._failures_in = 0
+        self._timeouts = self._links_lost = 0
+        self._calls_in = self._malformed = self._refused_names = 0
+        self.log = node_logger("remote", node.runtime, node.name)
+
+        node.add_frame_handler(CALL, self._on_call)
+        node.add_frame_handler(RESULT, self._on_result)
+        node.add_frame_handler(FAILURE, self._on_failure)
+        node.add_frame_handler(CANCEL, self._on_cancel)
+        node.watch_links(self._on_link_closed)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Remote {self.node.name} objects={sorted(self._objects)} "
+            f"pending={len(self._pending)} running={len(self._tasks)}>"
+        )
+
+    # -- owning objects ------------------------------------------------------
+
+    def register(self, name: str, obj: object, *, expose: Iterable[str]) -> None:
+        """Make ``obj`` reachable as ``name``, but only through ``expose``.
+
+        ``expose`` lists attribute names, dotted for nested ones
+        (``"limits.upper"``). Names with a leading underscore are refused.
+        """
+        if not _is_name(name, dotted=True):
+            raise ConfigError(f"an object name is a dotted identifier, got {name!r}")
+        if name in self._objects:
+            raise ConfigError(f"an object is already registered as {name!r}")
+        names = []
+        for entry in expose:
+            parts = tuple(entry.split(".")) if isinstance(entry, str) else ()
+            if not parts or not all(_is_name(p) for p in parts):
+                raise ConfigError(f"cannot expose {entry!r}: not a dotted identifier")
+            if any(p.startswith("_") for p in parts):
+                raise ConfigError(
+                    f"cannot expose {entry!r}: private names stay private"
+                )
+            if not hasattr(obj, parts[0]):
+                raise ConfigError(f"cannot expose {entry!r}: {name} has no {parts[0]}")
+            names.append(parts)
+        self._objects[name] = _Exposed(obj, tuple(names))
+
+    def unregister(self, name: str) -> None:
+        self._objects.pop(name, None)
+
+    # -- calling -------------------------------------------------------------
+
+    async def proxy(
+        self, peer: str, name: str, *, timeout: float | None = None
+    ) -> Proxy:
+        """A proxy to the object ``name`` on ``peer``, after checking it exists.
+
+        Raises :class:`UnknownNameError` if ``peer`` has no such object.
+        """
+        exposed = await self.request(peer, "describe", name, (), timeout=timeout)
+        return Proxy(self, peer, name, (), timeout=timeout, exposed=tuple(exposed))
+
+    async def request(
+        self,
+        peer: str,
+        op: str,
+        target: str,
+        path: tuple[str, ...],
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request and wait for its answer; what proxies use."""
+        link = self.node.links.get(peer)
+        if link is None:
+            raise LinkLostError(f"{self.node.name} has no link to {peer!r}")
+        call_id = next(self._ids)
+        waiter: Future[Any] = self.runtime.create_future()
+        payload = [call_id, op, target, list(path), list(args), kwargs or {}]
+        deadline = self.node.settings.call_timeout_s if timeout is None else timeout
+
+        self._pending[call_id] = _Pending(peer, waiter)
+        self._calls_out += 1
+        try:
+            try:
+                await link.send_frame(CALL, payload)
+            except ProtocolError as exc:
+                raise ConfigError(f"cannot send call to {peer}: {exc}") from exc
+            except (BrokenResourceError, ClosedResourceError) as exc:
+                raise LinkLostError(f"link to {peer} broke: {exc}") from exc
+            async with self.runtime.timeout(deadline):
+                return await waiter
+        except TimeoutError as exc:
+            if isinstance(exc, RemoteError):
+                raise
+            self._timeouts += 1
+            self._cancel_remotely(link, call_id)
+            raise RemoteTimeoutError(
+                f"{'.'.join((target, *path))} on {peer} did not answer within "
+                f"{deadline} s; it was asked to cancel"
+            ) from exc
+        except self.runtime.cancelled_error:
+            # asyncio cancels the awaited future along with the task.
+            if waiter.cancelled() or not waiter.done():
+                self._cancel_remotely(link, call_id)
+            raise
+        finally:
+            self._pending.pop(call_id, None)
+
+    def _cancel_remotely(self, link: Link, call_id: int) -> None:
+        # Spawned, because the caller may be unwinding from its own cancellation
+        # and a send can wait for the transport's window.
+        async def send() -> None:
+            with contextlib.suppress(BrokenResourceError, ClosedResourceError):
+                await link.send_frame(CANCEL, call_id)
+
+        if not link.closed:
+            self.runtime.spawn(send(), name=f"cancel-{call_id}")
+
+    async def _on_result(self, link: Link, frame: Frame) -> None:
+        call_id, value = frame.fields
+        pending = self._pending.get(call_id)
+        # Only the peer that was asked may answer.
+        if pending is None or pending.peer != link.peer.name:
+            return
+        self._answers_in += 1
+        if not pending.waiter.done():
+            pending.waiter.set_result(value)
+
+    async def _on_failure(self, link: Link, frame: Frame) -> None:
+        call_id, code, remote_type, message = frame.fields
+        pending = self._pending.get(call_id) if type(call_id) is int else None
+        if pending is None or pending.peer != link.peer.name:
+            self.log.debug("%s refused a call: %s: %s", link.peer.name, code, message)
+            return
+        self._failures_in += 1
+        if not pending.waiter.done():
+            pending.waiter.set_exception(error_for(code, remote_type, message))
+
+    def _on_link_closed(self, link: Link, reason: str) -> None:
+        peer = link.peer.name
+        for pending in list(self._pending.values()):
+            if pending.peer == peer and not pending.waiter.done():
+                self._links_lost += 1
+                pending.waiter.set_exception(
+                    LinkLostError(f"link to {peer} closed during the call: {reason}")
+                )
+        for key in self.book.running_for(link.peer.node_id):
+            task = self._tasks.get(key)
+            if task is not None:
+                task.cancel()
+
+    # -- answering -------------------------------------------------------------
+
+    async def _on_call(self, link: Link, frame: Frame) -> None:
+        payload = frame.fields[0]
+        self._calls_in += 1
+        try:
+            request = parse_call(payload)
+        except MalformedCallError as exc:
+            self._malformed += 1
+            await self._send(link, self._failure(call_id_of(payload), exc))
+            return
+
+        key = (link.peer.node_id, request.call_id)
+        admission = self.book.admit(key)
+        if admission is Admission.RUNNING:
+            return
+        if admission is Admission.ANSWERED:
+            await self._send(link, self.book.answer(key))
+            return
+        if admission is Admission.BUSY:
+            busy = RemoteBusyError(
+                f"{self.node.name} is running its limit of calls "
+                f"({self.book.max_running} in all, {self.book.max_per_peer} per "
+                "peer); retry later"
+            )
+            await self._send(link, self._failure(request.call_id, busy))
+            return
+
+        if request.op == "call":
+            task = self.runtime.spawn(
+                self._run(link.peer.name, key, request),
+                name=f"call-{link.peer.name}-{request.call_id}",
+            )
+            self._tasks[key] = task
+            return
+        answer = self._answer_inline(request)
+        self.book.finish(key, answer)
+        await self._send(link, answer)
+
+    def _answer_inline(self, request: CallRequest) -> bytes:
+        try:
+            if request.op == "describe":
+                value: Any = self._describe(request.target)
+            else:
+                value = self._resolve(request)
+        except RemoteError as exc:
+            return self._failure(request.call_id, exc)
+        except Exception as exc:  # a property getter of the owner's raised
+            return self._failure(request.call_id, _as_remote(exc))
+        return self._result(request.call_id, value)
+
+    async def _run(self, peer: str, key: Key, request: CallRequest) -> None:
+        try:
+            answer = await self._invoke(request)
+        except self.runtime.cancelled_error:
+            self.book.cancel(key)
+            raise
+        finally:
+            self._tasks.pop(key, None)
+        self.book.finish(key, answer)
+
+        link = self.node.links.get(peer)
+        if link is not None and link.peer.node_id == key[0]:
+            await self._send(link, answer)
+
+    async def _invoke(self, request: CallRequest) -> bytes:
+        try:
+            method = self._resolve(request)
+            if not callable(method):
+                raise RemoteError(
+                    f"{'.'.join(request.path)} is not callable; read it instead",
+                    remote_type="TypeError",
+                )
+            value = method(*request.args, **request.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        except RemoteError as exc:
+            return self._failure(request.call_id, exc)
+        except Exception as exc:
+            self.log.debug(
+                "call %s.%s raised %s: %s",
+                request.target,
+                ".".join(request.path),
+                type(exc).__name__,
+                exc,
+            )
+            return self._failure(request.call_id, _as_remote(exc))
+        return self._result(request.call_id, value)
+
+    def _describe(self, target: str) -> list[str]:
+        exposed = self._objects.get(target)
+        if exposed is None:
+            raise UnknownNameError(f"{self.node.name} has no object named {target!r}")
+        return [".".join(name) for name in exposed.names]
+
+    def _resolve(self, request: CallRequest) -> Any:
+        dotted = ".".join((request.target, *request.path))
+        exposed = self._objects.get(request.target)
+        if exposed is None:
+            self._refused_names += 1
+            raise UnknownNameError(
+                f"{self.node.name} has no object named {request.target!r}"
+            )
+        if any(name.startswith("_") for name in request.path):
+            self._refused_names += 1
+            raise RefusedNameError(f"{dotted}: names starting with '_' are private")
+        if not exposed.allows(request.path):
+            self._refused_names += 1
+            raise RefusedNameError(f"{dotted} is not exposed by {self.node.name}")
+
+        value = exposed.obj
+        for name in request.path:
+            try:
+                value = getattr(value, name)
+            except AttributeError:
+                self._refused_names += 1
+                raise UnknownNameError(f"{dotted}: no attribute {name!r}") from None
+        return value
+
+    def _result(self, call_id: int, value: Any) -> bytes:
+        try:
+            return self._encode(RESULT, call_id, value)
+        except ProtocolError as exc:
+            error = RemoteError(str(exc), remote_type="TypeError", code="unencodable")
+            return self._failure(call_id, error)
+
+    def _failure(self, call_id: int | None, error: RemoteError) -> bytes:
+        remote_type = error.remote_type or type(error).__name__
+        return self._encode(
+            FAILURE, call_id, error.code, remote_type, error.remote_message[:1000]
+        )
+
+    def _encode(self, kind: int, *fields: Any) -> bytes:
+        return encode_frame(
+            [kind, *fields], max_frame_size=self.node.settings.max_frame_size
+        )
+
+    async def _send(self, link: Link, answer: bytes) -> None:
+        try:
+            await link.send_bytes(answer)
+        except (BrokenResourceError, ClosedResourceError):
+            self.log.debug("answer to %s lost with its link", link.peer.name)
+
+    async def _on_cancel(self, link: Link, frame: Frame) -> None:
+        task = self._tasks.get((link.peer.node_id, frame.fields[0]))
+        if task is not None:
+            task.cancel()
+
+    # -- statistics ------------------------------------------------------------
+
+    def statistics(self) -> RemoteStatistics:
+        return RemoteStatistics(
+            objects=len(self._objects),
+            calls_out=self._calls_out,
+            pending_out=len(self._pending),
+            answers_in=self._answers_in,
+            failures_in=self._failures_in,
+            timeouts=self._timeouts,
+            links_lost=self._links_lost,
+            calls_in=self._calls_in,
+            refused_malformed=self._malformed,
+            refused_names=self._refused_names,
+            book=self.book.statistics(),
+        )
+
+
+def _as_remote(exc: Exception) -> RemoteError:
+    return RemoteError(str(exc), remote_type=type(exc).__name__)
+
+
+class Proxy:
+    """A stand-in for an object on another node; see the module essay.
+
+    Reading an attribute gives another proxy, one step further down the
+    path. Calling a proxy calls the remote method at its path; awaiting one
+    reads the remote attribute at its path. Both return coroutines, so each
+    access is an explicit ``await``.
+    """
+
+    def __init__(
+        self,
+        remote: Remote,
+        peer: str,
+        target: str,
+        path: tuple[str, ...],
+        *,
+        timeout: float | None,
+        exposed: tuple[str, ...],
+    ) -> None:
+        self._remote = remote
+        self._peer = peer
+        self._target = target
+        self._path = path
+        self._timeout = timeout
+        self._exposed = exposed
+
+    def __repr__(self) -> str:
+        where = ".".join((self._target, *self._path))
+        return f"<Proxy {where} on {self._peer} exposes={list(self._exposed)}>"
+
+    def __getattr__(self, name: str) -> Proxy:
+        # Python looks up dunders and private names on the class, and code
+        # probing for them (copy, pickle, inspect) must not get a proxy.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Proxy(
+            self._remote,
+            self._peer,
+            self._target,
+            (*self._path, name),
+            timeout=self._timeout,
+            exposed=self._exposed,
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return self._remote.request(
+            self._peer,
+            "call",
+            self._target,
+            self._path,
+            args=args,
+            kwargs=kwargs,
+            timeout=self._timeout,
+        )
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._path:
+            raise ConfigError(
+                f"await an attribute of {self._target}, not the proxy itself"
+            )
+        read = self._remote.request(
+            self._peer, "get", self._target, self._path, timeout=self._timeout
+        )
+        return read.__await__()

@@ -1,0 +1,351 @@
+"""Remote objects on both backends: calls, reads, errors, limits and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import AsyncExitStack
+from typing import Any
+
+import numpy as np
+import pytest
+
+from chaski_actors import Node, Settings
+from chaski_actors.errors import (
+    ConfigError,
+    LinkLostError,
+    MalformedCallError,
+    RefusedNameError,
+    RemoteBusyError,
+    RemoteError,
+    RemoteTimeoutError,
+    UnknownNameError,
+)
+from chaski_actors.remote import CALL, Remote
+from chaski_actors.testing import eventually
+from conftest import Backend
+
+A_B = 0.010  # one-way latency a-b in the test topology
+
+
+class Limits:
+    def __init__(self) -> None:
+        self.upper = 10
+        self.secret = "nested but exposed through limits"
+
+
+class Counter:
+    """The object under test: sync and async methods, attributes, a secret."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.total = 0
+        self.limits = Limits()
+        self.hidden = "not exposed"
+        self._private = "never"
+        self.runs = 0
+        self.cancelled = 0
+
+    def add(self, amount: int = 1, *, times: int = 1) -> int:
+        self.runs += 1
+        self.total += amount * times
+        return self.total
+
+    async def slow(self, seconds: float, value: Any = None) -> Any:
+        try:
+            await self.runtime.sleep(seconds)
+        except self.runtime.cancelled_error:
+            self.cancelled += 1
+            raise
+        return value
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def fail(self) -> None:
+        raise ValueError("the counter refuses")
+
+    def unencodable(self) -> object:
+        return object()
+
+
+EXPOSE = ["add", "slow", "echo", "fail", "unencodable", "total", "limits"]
+
+
+async def pair(
+    net: Any, stack: AsyncExitStack, settings: Settings | None = None
+) -> tuple[Remote, Remote, Counter]:
+    a = await stack.enter_async_context(Node(net.runtime("a"), "a"))
+    b = await stack.enter_async_context(Node(net.runtime("b"), "b", settings=settings))
+    caller, owner = Remote(a), Remote(b)
+    counter = Counter(b.runtime)
+    owner.register("counter", counter, expose=EXPOSE)
+    await a.connect(*b.address)
+    await eventually(a.runtime, lambda: "a" in b.links)
+    return caller, owner, counter
+
+
+def test_methods_attributes_and_nested_reads(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[Any], float, str]:
+        async with AsyncExitStack() as stack:
+            caller, _owner, counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            start = caller.runtime.now()
+            first = await proxy.add(2, times=3)
+            took = caller.runtime.now() - start
+            got = [
+                first,
+                await proxy.add(),
+                await proxy.total,
+                await proxy.limits.upper,
+                await proxy.slow(0.5, "late"),
+                counter.runs,
+            ]
+            return got, took, repr(proxy)
+
+    got, took, text = backend.run(main)
+    assert got == [6, 7, 7, 10, "late", 2]
+    assert text.startswith("<Proxy counter on b exposes=['add', 'slow'")
+    if backend.simulated:
+        assert took == pytest.approx(2 * A_B, abs=1e-12)
+
+
+def test_values_survive_the_trip(backend: Backend) -> None:
+    values: list[Any] = [
+        None,
+        True,
+        -(2**63),
+        3.5,
+        "text",
+        b"\x00\xff",
+        [1, [2, {"k": "v"}]],
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        1 + 2j,
+    ]
+
+    async def main(net: Any) -> tuple[list[Any], Any, bytes]:
+        async with AsyncExitStack() as stack:
+            caller, _owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            echoed = [await proxy.echo(value) for value in values]
+            array = await proxy.echo(np.arange(12, dtype=np.float32).reshape(3, 4))
+            return echoed, array, await proxy.echo(bytearray(b"abc"))
+
+    echoed, array, as_bytes = backend.run(main)
+    assert echoed == values
+    assert array.dtype == np.float32 and array.shape == (3, 4)
+    assert array.tolist() == np.arange(12).reshape(3, 4).tolist()
+    assert as_bytes == b"abc"
+
+
+def test_concurrent_calls_are_matched_by_id(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[int], float]:
+        async with AsyncExitStack() as stack:
+            caller, _owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            runtime = caller.runtime
+            # Later calls finish first: answers come back out of order.
+            tasks = [
+                runtime.spawn(proxy.slow(0.01 * (10 - i), i), name=f"c{i}")
+                for i in range(10)
+            ]
+            start = runtime.now()
+            results = [await task for task in tasks]
+            return results, runtime.now() - start
+
+    results, took = backend.run(main)
+    assert results == list(range(10))
+    if backend.simulated:
+        assert took == pytest.approx(0.1 + 2 * A_B, abs=1e-9)
+
+
+def test_errors_are_typed(backend: Backend) -> None:
+    async def main(net: Any) -> list[RemoteError]:
+        async with AsyncExitStack() as stack:
+            caller, _owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            errors: list[RemoteError] = []
+            attempts = [
+                proxy.fail(),
+                caller.proxy("b", "nothing"),
+                proxy.limits.missing,
+                proxy.hidden,
+                caller.request("b", "get", "counter", ("_private",)),
+                caller.request("b", "call", "counter", ("limits", "__class__")),
+                proxy.unencodable(),
+                proxy.total(),
+            ]
+            for attempt in attempts:
+                try:
+                    await attempt
+                except RemoteError as exc:
+                    errors.append(exc)
+            return errors
+
+    errors = backend.run(main)
+    assert [type(e) for e in errors] == [
+        RemoteError,
+        UnknownNameError,
+        UnknownNameError,
+        RefusedNameError,
+        RefusedNameError,
+        RefusedNameError,
+        RemoteError,
+        RemoteError,
+    ]
+    fail = errors[0]
+    assert (fail.code, fail.remote_type, fail.remote_message) == (
+        "exception",
+        "ValueError",
+        "the counter refuses",
+    )
+    assert "no object named 'nothing'" in str(errors[1])
+    assert "counter.hidden is not exposed" in str(errors[3])
+    assert "private" in str(errors[4])
+    assert errors[6].code == "unencodable"
+    assert errors[7].remote_type == "TypeError" and "not callable" in str(errors[7])
+
+
+def test_private_names_are_refused_locally_too(backend: Backend) -> None:
+    async def main(net: Any) -> None:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            with pytest.raises(AttributeError):
+                proxy._private  # noqa: B018
+            with pytest.raises(ConfigError, match="private"):
+                owner.register("other", counter, expose=["_private"])
+            with pytest.raises(ConfigError, match="has no"):
+                owner.register("other", counter, expose=["missing"])
+
+    backend.run(main)
+
+
+def test_timeout_cancels_the_call_on_the_callee(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[float, int, Any]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter", timeout=0.2)
+            start = caller.runtime.now()
+            with pytest.raises(RemoteTimeoutError) as info:
+                await proxy.slow(10.0)
+            took = caller.runtime.now() - start
+            assert isinstance(info.value, TimeoutError)
+            await eventually(caller.runtime, lambda: counter.cancelled == 1)
+            return took, counter.cancelled, owner.statistics().book
+
+    took, cancelled, book = backend.run(main)
+    assert cancelled == 1 and book.cancelled == 1 and book.running == 0
+    if backend.simulated:
+        assert took == pytest.approx(0.2, abs=1e-12)
+
+
+def test_cancelling_the_caller_cancels_the_callee(backend: Backend) -> None:
+    async def main(net: Any) -> int:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            task = caller.runtime.spawn(proxy.slow(10.0), name="doomed")
+            await eventually(caller.runtime, lambda: owner.book.statistics().running)
+            task.cancel()
+            await eventually(caller.runtime, lambda: counter.cancelled == 1)
+            assert caller.statistics().pending_out == 0
+            return owner.statistics().book.running
+
+    assert backend.run(main) == 0
+
+
+def test_a_lost_link_fails_the_calls_in_flight(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[str, int]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            task = caller.runtime.spawn(proxy.slow(10.0), name="in-flight")
+            await eventually(caller.runtime, lambda: owner.book.statistics().running)
+            await owner.node.stop()
+            with pytest.raises(LinkLostError) as info:
+                await task
+            with pytest.raises(LinkLostError, match="no link"):
+                await proxy.add()
+            await eventually(caller.runtime, lambda: counter.cancelled == 1)
+            return str(info.value), caller.statistics().links_lost
+
+    message, lost = backend.run(main)
+    assert "link to b closed during the call" in message and lost == 1
+
+
+def test_malformed_calls_get_a_clear_error_and_the_link_lives(
+    backend: Backend,
+) -> None:
+    async def main(net: Any) -> tuple[list[str], int, int]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack)
+            messages = []
+            for op, path in [("explode", ("add",)), ("call", ("not a name",))]:
+                with pytest.raises(MalformedCallError) as info:
+                    await caller.request("b", op, "counter", path)
+                messages.append(str(info.value))
+            # Without even a call id, the refusal cannot be matched; it is
+            # counted, and the link carries on.
+            link = caller.node.links["b"]
+            await link.send_frame(CALL, "not a call")
+            await link.send_frame(CALL, [1, 2, 3])
+            await eventually(
+                caller.runtime, lambda: owner.statistics().refused_malformed == 4
+            )
+            proxy = await caller.proxy("b", "counter")
+            total = await proxy.add(5)
+            return messages, total, len(caller.node.links)
+
+    messages, total, links = backend.run(main)
+    assert "op must be one of call, get, describe" in messages[0]
+    assert "Python identifier" in messages[1]
+    assert (total, links) == (5, 1)
+
+
+def test_a_flood_is_refused_and_others_are_served(backend: Backend) -> None:
+    settings = Settings().replace(remote_max_calls=8, remote_max_calls_per_peer=4)
+
+    async def main(net: Any) -> tuple[int, int, Any, Any]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack, settings)
+            c = await stack.enter_async_context(Node(net.runtime("c"), "c"))
+            other = Remote(c)
+            await c.connect(*owner.node.address)
+            flood = await caller.proxy("b", "counter")
+            tasks = [
+                caller.runtime.spawn(flood.slow(1.0, i), name=f"f{i}")
+                for i in range(50)
+            ]
+            polite = await other.proxy("b", "counter")
+            assert await polite.add(1) == 1
+            ok = busy = 0
+            for task in tasks:
+                try:
+                    await task
+                    ok += 1
+                except RemoteBusyError:
+                    busy += 1
+            return ok, busy, owner.statistics().book, repr(owner)
+
+    ok, busy, book, text = backend.run(main)
+    assert (ok, busy) == (4, 46)
+    assert book.refused_busy == 46 and book.running == 0
+    assert text == "<Remote b objects=['counter'] pending=0 running=0>"
+
+
+def test_a_repeated_call_runs_once(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[int, Any]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            link = caller.node.links["b"]
+            call = [777, "call", "counter", ["add"], [1], {}]
+            for _ in range(3):  # as a link might resend after reconnecting
+                await link.send_frame(CALL, call)
+            await eventually(
+                caller.runtime, lambda: owner.statistics().book.duplicates == 2
+            )
+            return counter.runs, owner.statistics().book
+
+    runs, book = backend.run(main)
+    assert runs == 1
+    assert (book.admitted, book.duplicates, book.remembered) == (1, 2, 1)
