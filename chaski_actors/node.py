@@ -1,10 +1,36 @@
 """Nodes: the actors that join a network, pair with peers and exchange messages.
 
-A :class:`Node` owns one listener and one :class:`Link` per paired peer. A
-link is a stream plus a :class:`LinkProtocol`; a task per link reads the
-stream, lets the protocol check the frames and hands each one to the node.
-Handshake, subscriptions, publishing and pings live here; higher layers add
-their own frame kinds through :meth:`Node.add_frame_handler`.
+A :class:`Node` owns one listener and one :class:`~chaski_actors.link.Link`
+per paired peer. A link outlives connections: it holds a session
+(:mod:`chaski_actors.session`) that numbers publishes and other reliable
+frames, so that what was in flight when a connection broke is resent on the
+next one and delivered once, in order. A task per connection reads the
+stream, lets the :class:`LinkProtocol` check the frames and hands each one
+to the node. Handshake, subscriptions, publishing, pings, keep-alive and
+reconnection live here; higher layers add their own frame kinds through
+:meth:`Node.add_frame_handler`, and send them with ``Link.send_reliable``
+when they must survive a reconnection.
+
+The handshake
+-------------
+The dialling side sends its ``HELLO`` first; the accepting side reads it
+before answering, because its answer depends on who is calling: whether it
+still holds a session with that very incarnation of the peer, and so
+whether the new connection continues that session or starts afresh (see
+the session essay). Both hellos carry, in their options, what their sender
+has received in order (``received``) and what it no longer holds
+(``base``); the dialler's also names the incarnation it expects to reach
+(``peer_id``), and the acceptor's answers whether the session continues.
+
+Failures
+--------
+A connection that ends, resets, breaks the protocol or stays silent for
+``dead_after_s`` is detached from its link. The side that dialled then
+reconnects to the peer's advertised address with exponential backoff and
+jitter (``reconnect_*`` settings); the other side keeps the session for
+``session_linger_s``. Publishes meanwhile go into the session's bounded
+buffer and flow when the link is back. A ``BYE`` (the peer stopping) or a
+protocol error ends the session at once.
 
 Received messages of a subscribed topic go to a sink registered for that
 topic (a streamer, say) or else to the node's inbox, a bounded
@@ -16,11 +42,13 @@ so, through the transport's window, the publisher: back-pressure, not loss.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from .codec import decode_frame
+from .discovery import Announcement, Discovery, DiscoveryStatistics
 from .errors import (
     BrokenResourceError,
     ClosedResourceError,
@@ -28,13 +56,19 @@ from .errors import (
     ConnectError,
     ProtocolError,
 )
+from .link import Link
 from .log import node_logger
 from .protocol import (
+    ACK,
+    ANNOUNCE,
     BYE,
+    FORWARD,
+    HEARTBEAT,
     HELLO,
     PING,
     PONG,
     PUB,
+    SEQ,
     SUB,
     UNSUB,
     Frame,
@@ -50,10 +84,12 @@ from .runtime import (
     Runtime,
     Stream,
     Task,
+    Timer,
     TlsConfig,
 )
+from .session import Session
 from .settings import Settings
-from .sync import Queue, QueueStatistics
+from .sync import Event, Queue, QueueStatistics
 
 __all__ = [
     "Link",
@@ -107,6 +143,17 @@ class LinkStatistics:
     opened_at: float
     rtt_last: float | None
     rtt_samples: int
+    # Sessions, keep-alive and latency (fields with defaults keep old
+    # constructors working).
+    srtt: float | None = None
+    rttvar: float | None = None
+    unacked: int = 0
+    resent: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    connections: int = 0
+    reconnections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,58 +169,22 @@ class NodeStatistics:
     datagrams_refused: int
     inbox: QueueStatistics
     per_link: tuple[LinkStatistics, ...] = field(default=())
+    # Links layer: reconnections made, peers declared dead, sessions given up
+    # (with the frames still unacknowledged in them), frames dropped by full
+    # send buffers under "drop-oldest", discovery and propagation.
+    reconnections: int = 0
+    peers_declared_dead: int = 0
+    sessions_lost: int = 0
+    frames_abandoned: int = 0
+    send_buffer_dropped: int = 0
+    forwarded: int = 0
+    discovery: DiscoveryStatistics | None = None
 
 
 MessageSink = Callable[[Message], Awaitable[None]]
 FrameHandler = Callable[["Link", Frame], Awaitable[None]]
 DatagramHandler = Callable[["Link", Frame], None]
 LinkWatcher = Callable[["Link", str], None]
-
-
-class Link:
-    """A handshaken connection to one peer."""
-
-    def __init__(
-        self, node: Node, stream: Stream, protocol: LinkProtocol, peer: PeerInfo
-    ) -> None:
-        self.node = node
-        self.stream = stream
-        self.protocol = protocol
-        self.peer = peer
-        self.topics: set[str] = set(peer.topics)
-        self.opened_at = node.runtime.now()
-        self.rtts: list[float] = []
-        self.reader: Task[None] | None = None
-        self.closed = False
-
-    def __repr__(self) -> str:
-        return (
-            f"<Link {self.node.name}->{self.peer.name} {self.protocol.state.value} "
-            f"topics={sorted(self.topics)} out={self.protocol.frames_out}>"
-        )
-
-    async def send_frame(self, kind: int, *fields: Any) -> None:
-        await self.send_bytes(self.protocol.encode(kind, *fields))
-
-    async def send_bytes(self, data: bytes) -> None:
-        if self.closed:
-            raise ClosedResourceError(f"link to {self.peer.name} is closed")
-        self.protocol.sent(data)
-        await self.stream.send(data)
-
-    def statistics(self) -> LinkStatistics:
-        p = self.protocol
-        return LinkStatistics(
-            peer=self.peer.name,
-            state="closed" if self.closed else p.state.value,
-            frames_in=p.frames_in,
-            frames_out=p.frames_out,
-            bytes_in=p.bytes_in,
-            bytes_out=p.bytes_out,
-            opened_at=self.opened_at,
-            rtt_last=self.rtts[-1] if self.rtts else None,
-            rtt_samples=len(self.rtts),
-        )
 
 
 class Node:
@@ -214,7 +225,10 @@ class Node:
         self._listener: Listener | None = None
         self._datagram: DatagramEndpoint | None = None
         self._datagram_reader: Task[None] | None = None
-        self._datagram_handlers: dict[int, DatagramHandler] = {}
+        self._datagram_handlers: dict[int, DatagramHandler] = {
+            PING: self._datagram_ping,
+            PONG: self._datagram_pong,
+        }
         self._link_watchers: list[LinkWatcher] = []
         self._datagram_peers: dict[Address, str] = {}
         self._datagrams_in = self._datagrams_out = self._datagrams_refused = 0
@@ -223,8 +237,21 @@ class Node:
         self._stopped = False
         self._published = self._delivered = self._unroutable = 0
         self._protocol_errors = 0
+        self._reconnections = self._declared_dead = 0
+        self._sessions_lost = self._abandoned = self._forwarded = 0
+        self._pairing = Event(runtime)
+        self._dialling: dict[str, None] = {}
+        self._announce_timer: Timer | None = None
+        self._last_announce = -math.inf
+        self.discovery = Discovery(
+            name,
+            memory=self.settings.discovery_memory,
+            ttl=self.settings.discovery_ttl,
+        )
+        self._forward_ids = itertools.count(1)
         self.log = node_logger("node", runtime, name)
         self.link_log = node_logger("link", runtime, name)
+        self.discovery_log = node_logger("discovery", runtime, name)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running" if self._started else "new"
@@ -262,6 +289,8 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
+        if self._announce_timer is not None:
+            self._announce_timer.cancel()
         if self._listener is not None:
             await self._listener.aclose()
         if self._datagram is not None:
@@ -276,6 +305,7 @@ class Node:
         for waiter in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(ClosedResourceError("node stopped"))
+        self._pairing.set()
         self.log.info("stopped")
 
     async def __aenter__(self) -> Node:
@@ -291,46 +321,81 @@ class Node:
         """Open a link to the node at ``(host, port)``; returns who it is.
 
         Raises :class:`ConnectError` if nothing answers, the handshake fails
-        or does not finish within ``settings.handshake_timeout_s``.
+        or does not finish within ``settings.handshake_timeout_s``. The link
+        then lives until either node stops: a broken connection is
+        reconnected by this node, the one that dialled.
         """
         self._check_running()
+        known = next(
+            (link for link in self.links.values() if link.peer.address == (host, port)),
+            None,
+        )
+        if known is not None and known.connected:
+            return known.peer
+        stream = await self._dial(host, port)
+        link = await self._handshake(stream, dialled=True, known=known)
+        if link is None:
+            raise ConnectError(f"{self.name}: handshake with {host}:{port} failed")
+        return link.peer
+
+    async def paired(self, topic: str, *, timeout: float = 10.0) -> list[str]:
+        """Wait until some linked peer subscribes to ``topic``; their names.
+
+        Raises TimeoutError after ``timeout`` seconds of the runtime's clock.
+        """
+        async with self.runtime.timeout(timeout):
+            while True:
+                self._check_running()
+                partners = sorted(
+                    name
+                    for name, link in self.links.items()
+                    if link.connected and topic in link.topics
+                )
+                if partners:
+                    return partners
+                self._pairing.clear()
+                await self._pairing.wait()
+
+    async def _dial(self, host: str, port: int) -> Stream:
         try:
             async with self.runtime.timeout(self.settings.connect_timeout_s):
-                stream = await self.runtime.connect(host, port, tls=self.tls)
+                return await self.runtime.connect(host, port, tls=self.tls)
         except TimeoutError as exc:
             raise ConnectError(
                 f"{self.name}: no answer from {host}:{port} within "
                 f"{self.settings.connect_timeout_s} s"
             ) from exc
-        link = await self._handshake(stream)
-        if link is None:
-            raise ConnectError(f"{self.name}: handshake with {host}:{port} failed")
-        return link.peer
 
     async def _accepted(self, stream: Stream) -> None:
         if self._stopped:
             stream.abort()
             return
-        await self._handshake(stream)
+        await self._handshake(stream, dialled=False)
 
-    async def _handshake(self, stream: Stream) -> Link | None:
+    async def _handshake(
+        self, stream: Stream, *, dialled: bool, known: Link | None = None
+    ) -> Link | None:
+        """Exchange hellos; attach the stream to a new or resumed link.
+
+        ``known`` is the link a dialler means to reconnect, if any.
+        """
         protocol = LinkProtocol(max_frame_size=self.settings.max_frame_size)
         self._pending.add(stream)
         advertised = set(self.topics)
         try:
-            hello = protocol.encode(
-                HELLO,
-                self.name,
-                self.node_id,
-                self._advertised_host(),
-                self.address[1],
-                sorted(advertised),
-                self._hello_options(),
-            )
-            await stream.send(hello)
-            protocol.sent(hello)
             async with self.runtime.timeout(self.settings.handshake_timeout_s):
+                if dialled:
+                    await self._send_hello(stream, protocol, advertised, known)
                 frames = await self._read_hello(stream, protocol)
+                hello = _Hello.parse(frames[0])
+                outcome = self._decide(stream, hello, dialled, known)
+                if outcome is None:
+                    return None
+                link, continued = outcome
+                if not dialled:
+                    await self._send_hello(
+                        stream, protocol, advertised, link, continued=continued
+                    )
         except (TimeoutError, ProtocolError, BrokenResourceError) as exc:
             self._protocol_errors += isinstance(exc, ProtocolError)
             self.link_log.warning(
@@ -341,9 +406,10 @@ class Node:
         finally:
             self._pending.discard(stream)
 
-        link = self._open_link(stream, protocol, frames[0])
         if link is None:
-            return None
+            link = self._new_link(hello, dialled=dialled)
+        await self._attach(link, stream, protocol, hello, continued)
+
         # Topics changed while the hellos crossed: the peer has not heard.
         for topic in sorted(self.topics - advertised):
             await self._send_quietly(link, SUB, topic)
@@ -352,6 +418,34 @@ class Node:
         for frame in frames[1:]:
             await self._dispatch(link, frame)
         return link
+
+    async def _send_hello(
+        self,
+        stream: Stream,
+        protocol: LinkProtocol,
+        topics: set[str],
+        link: Link | None,
+        *,
+        continued: bool | None = None,
+    ) -> None:
+        options = self._hello_options()
+        if link is not None:
+            options["peer_id"] = link.peer.node_id
+            options["received"] = link.session.received
+            options["base"] = link.session.acked
+        if continued is not None:
+            options["continued"] = continued
+        hello = protocol.encode(
+            HELLO,
+            self.name,
+            self.node_id,
+            self._advertised_host(),
+            self.address[1],
+            sorted(topics),
+            options,
+        )
+        protocol.sent(hello)
+        await stream.send(hello)
 
     async def _read_hello(self, stream: Stream, protocol: LinkProtocol) -> list[Frame]:
         while True:
@@ -364,45 +458,91 @@ class Node:
             if frames:
                 return frames
 
-    def _open_link(
-        self, stream: Stream, protocol: LinkProtocol, hello: Frame
-    ) -> Link | None:
-        name, node_id, host, port, topics, options = hello.fields
-        if not all(isinstance(t, str) for t in topics):
-            self._refuse(stream, f"hello from {name} lists a non-string topic")
+    def _decide(
+        self, stream: Stream, hello: _Hello, dialled: bool, known: Link | None
+    ) -> tuple[Link | None, bool] | None:
+        """Which link a new connection belongs to, and whether it continues.
+
+        None refuses the connection. A None link means a new one.
+        """
+        if not all(isinstance(t, str) for t in hello.topics):
+            self._refuse(stream, f"hello from {hello.name} lists a non-string topic")
             return None
-        if name == self.name:
+        if hello.name == self.name:
             self._refuse(stream, "connected to itself")
             return None
-        if self.tls is not None and stream.peer_identity != name:
+        if self.tls is not None and stream.peer_identity != hello.name:
             # With TLS a peer is who its certificate says, whatever it calls
             # itself; a hello under another name is an impersonation attempt.
             self._refuse(
                 stream,
-                f"hello names {name!r}, certificate names {stream.peer_identity!r}",
+                f"hello names {hello.name!r}, certificate names "
+                f"{stream.peer_identity!r}",
             )
             return None
-        if name in self.links:
+        existing = self.links.get(hello.name)
+        if known is not None and known is not existing:
+            self._refuse(stream, f"{hello.name} is not the peer we had there")
+            return None
+        same_peer = existing is not None and existing.peer.node_id == hello.node_id
+        if dialled:
+            if existing is not None and known is None and existing.connected:
+                self._refuse(stream, f"already linked to {hello.name}")
+                return None
+            return existing, hello.continued
+        continued = same_peer and hello.peer_id == self.node_id
+        if existing is not None and existing.connected and same_peer and not continued:
             # Both sides dialled at once, or a stale reconnect: keep the link
             # we already have, so each pair of nodes has exactly one.
-            self._refuse(stream, f"already linked to {name}")
+            self._refuse(stream, f"already linked to {hello.name}")
             return None
-        if len(self.links) >= self.settings.max_connections:
+        if existing is None and len(self.links) >= self.settings.max_connections:
             self._refuse(stream, f"max_connections={self.settings.max_connections}")
             return None
+        return existing, continued
 
-        udp = options.get("udp")
-        datagram_address = (host, udp) if type(udp) is int else None
-        peer = PeerInfo(
-            name, node_id, (host, port), frozenset(topics), datagram_address
-        )
-        link = Link(self, stream, protocol, peer)
-        self.links[name] = link
-        if datagram_address is not None:
-            self._datagram_peers[datagram_address] = name
-        link.reader = self.runtime.spawn(self._read_loop(link), name=f"read-{name}")
-        self.link_log.info("linked to %s at %s:%s", name, host, port)
+    def _new_link(self, hello: _Hello, *, dialled: bool) -> Link:
+        session = Session(self.settings.send_buffer_frames, self.settings.overflow)
+        link = Link(self, hello.peer_info(), session, dialled=dialled)
+        self.links[hello.name] = link
         return link
+
+    async def _attach(
+        self,
+        link: Link,
+        stream: Stream,
+        protocol: LinkProtocol,
+        hello: _Hello,
+        continued: bool,
+    ) -> None:
+        old = link.detach()
+        if old is not None:
+            old.abort()  # the peer already moved on to the new connection
+        peer = hello.peer_info()
+        if link.peer.datagram_address is not None:
+            self._datagram_peers.pop(link.peer.datagram_address, None)
+        link.attach(stream, protocol, peer)
+        if peer.datagram_address is not None:
+            self._datagram_peers[peer.datagram_address] = peer.name
+        backlog = link.session.resume(
+            continued=continued, peer_received=hello.received, peer_base=hello.base
+        )
+        link.reader = self.runtime.spawn(
+            self._read_loop(link, stream, protocol), name=f"read-{peer.name}"
+        )
+        if link.connections == 1:
+            self.link_log.info("linked to %s at %s:%s", peer.name, *peer.address)
+        else:
+            self.link_log.info(
+                "link to %s resumed (%s session, %d frames to resend)",
+                peer.name,
+                "same" if continued else "new",
+                len(backlog),
+            )
+        self._pairing.set()
+        await link.resume(backlog)
+        if link.connections == 1 and len(self.links) == 1 and self.topics:
+            self._announce_soon()
 
     def _hello_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -424,32 +564,46 @@ class Node:
 
     # -- reading -------------------------------------------------------------
 
-    async def _read_loop(self, link: Link) -> None:
+    async def _read_loop(
+        self, link: Link, stream: Stream, protocol: LinkProtocol
+    ) -> None:
         reason = "peer closed the connection"
+        fatal = False
         try:
             while True:
-                data = await link.stream.receive(_READ_SIZE)
+                data = await stream.receive(_READ_SIZE)
                 if not data:
                     break
-                frames, error = link.protocol.receive_data(data)
+                frames, error = protocol.receive_data(data)
+                if link.stream is stream:
+                    link.count_in(data, len(frames))
                 for frame in frames:
                     await self._dispatch(link, frame)
                 if error is not None:
                     raise error
-                if link.protocol.state is LinkState.CLOSED:
-                    reason = "peer said goodbye"
+                if protocol.state is LinkState.CLOSED:
+                    reason, fatal = "peer said goodbye", True
                     break
         except ProtocolError as exc:
             self._protocol_errors += 1
-            reason = f"protocol error: {exc}"
+            reason, fatal = f"protocol error: {exc}", True
             self.link_log.warning("dropping %s: %s", link.peer.name, reason)
         except (BrokenResourceError, ClosedResourceError) as exc:
             reason = _why(exc)
-        await self._close_link(link, reason, polite=False, from_reader=True)
+        if link.stream is not stream:
+            return  # a stale connection, already replaced or dropped
+        if fatal:
+            await self._close_link(link, reason, polite=False, from_reader=True)
+        else:
+            self._connection_lost(link, reason)
 
     async def _dispatch(self, link: Link, frame: Frame) -> None:
         kind, fields = frame.kind, frame.fields
-        if kind == PUB:
+        if kind == SEQ:
+            await self._numbered(link, fields[0], fields[1], fields[2])
+        elif kind in (ACK, HEARTBEAT):
+            link.acknowledged(fields[0])
+        elif kind == PUB:
             await self._deliver(link, fields)
         elif kind == PING:
             await link.send_frame(PONG, fields[0], fields[1])
@@ -457,8 +611,17 @@ class Node:
             self._pong(link, fields[0], fields[1])
         elif kind == SUB:
             link.topics.add(fields[0])
+            self._pairing.set()
         elif kind == UNSUB:
             link.topics.discard(fields[0])
+        elif kind == ANNOUNCE:
+            origin, node_id, host, port, topics, ident, ttl = fields
+            announcement = Announcement(
+                origin, node_id, host, port, tuple(topics), ident, ttl
+            )
+            await self._announced(link, announcement)
+        elif kind == FORWARD:
+            await self._forwarded_in(link, fields)
         elif kind == BYE:
             self.link_log.debug("bye from %s: %s", link.peer.name, fields[0])
         else:
@@ -467,12 +630,29 @@ class Node:
                 raise ProtocolError(f"no handler for frame {frame.name}")
             await handler(link, frame)
 
+    async def _numbered(self, link: Link, seq: int, ack: int, inner: bytes) -> None:
+        link.acknowledged(ack)
+        if not link.session.accept(seq):
+            return
+        link.received_numbered()
+        frame = check_frame(
+            decode_frame(inner, max_frame_size=self.settings.max_frame_size)
+        )
+        if frame.kind in _UNNUMBERED:
+            raise ProtocolError(f"a {frame.name} frame cannot be numbered")
+        await self._dispatch(link, frame)
+
     async def _deliver(self, link: Link, fields: tuple[Any, ...]) -> None:
         topic, data, sent_at = fields
+        await self._deliver_message(topic, data, link.peer.name, sent_at)
+
+    async def _deliver_message(
+        self, topic: str, data: Any, source: str, sent_at: float
+    ) -> None:
         if topic not in self.topics:
             self._unroutable += 1
             return
-        message = Message(topic, data, link.peer.name, sent_at, self.runtime.now())
+        message = Message(topic, data, source, sent_at, self.runtime.now())
         self._delivered += 1
         sink = self._sinks.get(topic)
         if sink is not None:
@@ -480,25 +660,104 @@ class Node:
         elif not self.inbox.closed:
             await self.inbox.put(message)
 
+    # -- failures and reconnection ---------------------------------------------
+
+    def _peer_silent(self, link: Link, silent: float) -> None:
+        """The link's deadline passed without a byte from the peer."""
+        self._declared_dead += 1
+        self._connection_lost(link, f"nothing heard for {silent:.3f} s")
+
+    def _connection_lost(self, link: Link, reason: str) -> None:
+        stream = link.detach()
+        if stream is None or link.closed:
+            return
+        stream.abort()
+        self.link_log.info("connection to %s lost: %s", link.peer.name, reason)
+        if self._stopped:
+            return
+        if link.dialled:
+            link.reconnector = self.runtime.spawn(
+                self._reconnect(link), name=f"reconnect-{link.peer.name}"
+            )
+        else:
+            link.linger(self.settings.session_linger_s)
+
+    def _session_expired(self, link: Link) -> None:
+        self.runtime.spawn(
+            self._close_link(link, "peer did not come back", polite=False),
+            name=f"expire-{link.peer.name}",
+        )
+
+    async def _reconnect(self, link: Link) -> None:
+        settings = self.settings
+        delay = settings.reconnect_initial_s
+        attempt = 0
+        while not self._stopped and not link.closed:
+            attempt += 1
+            jitter = settings.reconnect_jitter * (2 * self.runtime.random.random() - 1)
+            await self.runtime.sleep(delay * (1 + jitter))
+            if link.connected or link.closed or self._stopped:
+                return
+            if await self._reconnect_once(link):
+                self._reconnections += 1
+                link.reconnections += 1
+                self.link_log.info(
+                    "reconnected to %s after %d attempt(s)", link.peer.name, attempt
+                )
+                return
+            if settings.reconnect_attempts and attempt >= settings.reconnect_attempts:
+                link.reconnector = None
+                await self._close_link(
+                    link, f"gave up after {attempt} reconnection attempts", polite=False
+                )
+                return
+            delay = min(delay * settings.reconnect_multiplier, settings.reconnect_max_s)
+
+    async def _reconnect_once(self, link: Link) -> bool:
+        host, port = link.peer.address
+        try:
+            stream = await self._dial(host, port)
+        except ConnectError as exc:
+            self.link_log.debug("reconnect to %s: %s", link.peer.name, exc)
+            return False
+        if await self._handshake(stream, dialled=True, known=link) is not link:
+            return False
+        link.reconnector = None
+        return True
+
     async def _close_link(
         self, link: Link, reason: str, *, polite: bool, from_reader: bool = False
     ) -> None:
         if link.closed:
             return
-        if polite:
+        if polite and link.connected:
             await self._send_quietly(link, BYE, reason)
-        link.closed = True
+        unacked = link.session.unacked
+        link.close()
         if self.links.get(link.peer.name) is link:
             del self.links[link.peer.name]
             if link.peer.datagram_address is not None:
                 self._datagram_peers.pop(link.peer.datagram_address, None)
-        if polite:
-            await link.stream.aclose()
+        reader = link.reader
+        stream = link.detach()
+        if stream is not None:
+            if polite:
+                await stream.aclose()
+            else:
+                stream.abort()
+        if reader is not None and not from_reader:
+            reader.cancel()
+        if unacked and not polite:
+            self._sessions_lost += 1
+            self._abandoned += unacked
+            self.link_log.warning(
+                "link to %s closed with %d unacknowledged frames: %s",
+                link.peer.name,
+                unacked,
+                reason,
+            )
         else:
-            link.stream.abort()
-        if link.reader is not None and not from_reader:
-            link.reader.cancel()
-        self.link_log.info("link to %s closed: %s", link.peer.name, reason)
+            self.link_log.info("link to %s closed: %s", link.peer.name, reason)
         for watcher in self._link_watchers:
             watcher(link, reason)
 
@@ -511,20 +770,27 @@ class Node:
         await self._change_topics(topics, UNSUB)
 
     async def _change_topics(self, topics: Iterable[str], kind: int) -> None:
+        changed = False
         for topic in topics:
             if not isinstance(topic, str) or not topic:
                 raise ConfigError(f"a topic is a non-empty string, got {topic!r}")
             if (topic in self.topics) == (kind == SUB):
                 continue
+            changed = True
             if kind == SUB:
                 self.topics.add(topic)
             else:
                 self.topics.discard(topic)
             for link in list(self.links.values()):
                 await self._send_quietly(link, kind, topic)
+        if changed and kind == SUB and self.links:
+            self._announce_soon()
 
     async def _send_quietly(self, link: Link, kind: int, *fields: Any) -> bool:
-        """Send, treating a broken link as the reader's business, not ours."""
+        """Send, treating a broken link as the reader's business, not ours.
+
+        Topic changes need no numbering: every hello restates the topics.
+        """
         try:
             await link.send_frame(kind, *fields)
         except (BrokenResourceError, ClosedResourceError):
@@ -534,23 +800,136 @@ class Node:
     async def publish(self, topic: str, data: Any) -> int:
         """Send ``data`` to every linked peer subscribed to ``topic``.
 
-        Returns the number of peers it was sent to. The frame is encoded once
-        for all of them.
+        Returns the number of peers it was sent or buffered for. A peer whose
+        link is down gets it after the reconnection, within the send buffer
+        bound (``send_buffer_frames``; ``overflow`` says what happens beyond
+        it). The frame is encoded once for all of them. With
+        ``propagation_ttl`` set, the message goes to every linked peer, to be
+        passed on towards subscribers that are not linked to this node.
         """
         self._check_running()
-        links = [link for link in self.links.values() if topic in link.topics]
+        now = self.runtime.now()
+        if self.settings.propagation_ttl:
+            ident = next(self._forward_ids)
+            self.discovery.seen.first_sight((_FORWARD_PREFIX + self.name, ident))
+            links = list(self.links.values())
+            fields: tuple[Any, ...] = (
+                self.name,
+                ident,
+                self.settings.propagation_ttl,
+                topic,
+                data,
+                now,
+            )
+            kind = FORWARD
+        else:
+            links = [link for link in self.links.values() if topic in link.topics]
+            fields, kind = (topic, data, now), PUB
         if not links:
             return 0
-        frame = links[0].protocol.encode(PUB, topic, data, self.runtime.now())
+        frame = links[0].protocol.encode(kind, *fields)
         sent = 0
         for link in links:
             try:
-                await link.send_bytes(frame)
-                sent += 1
-            except (BrokenResourceError, ClosedResourceError):
+                await link.send_sequenced(frame)
+            except ClosedResourceError:
                 continue
+            sent += topic in link.topics
         self._published += 1
         return sent
+
+    async def _forwarded_in(self, link: Link, fields: tuple[Any, ...]) -> None:
+        origin, ident, ttl, topic, data, sent_at = fields
+        if not self.discovery.seen.first_sight((_FORWARD_PREFIX + origin, ident)):
+            return
+        if topic in self.topics:
+            await self._deliver_message(topic, data, origin, sent_at)
+        if ttl <= 1 or origin == self.name:
+            return
+        frame = link.protocol.encode(
+            FORWARD, origin, ident, ttl - 1, topic, data, sent_at
+        )
+        for other in list(self.links.values()):
+            if other is link or other.peer.name == origin:
+                continue
+            try:
+                await other.send_sequenced(frame)
+                self._forwarded += 1
+            except ClosedResourceError:
+                continue
+
+    # -- discovery -------------------------------------------------------------
+
+    def _announce_soon(self) -> None:
+        """Announce now, or once the rate limit allows (one pending at most)."""
+        if self._stopped or self._announce_timer is not None:
+            return
+        wait = self._last_announce + self.settings.keepalive_interval_s
+        delay = max(0.0, wait - self.runtime.now())
+        self._announce_timer = self.runtime.call_later(delay, self._announce_due)
+
+    def _announce_due(self) -> None:
+        self._announce_timer = None
+        if self._stopped or not self.topics:
+            return
+        self._last_announce = self.runtime.now()
+        announcement = self.discovery.announcement(
+            self.node_id, self._advertised_host(), self.address[1], self.topics
+        )
+        self.runtime.spawn(self._flood(announcement, None), name="announce")
+        # The periodic re-announcement: a single timer, replaced each time.
+        self._announce_timer = self.runtime.call_later(
+            self.settings.discovery_interval_s, self._announce_due
+        )
+
+    async def _flood(self, announcement: Announcement, came_from: Link | None) -> None:
+        fields = announcement.fields()
+        for link in list(self.links.values()):
+            if link is came_from or link.peer.name == announcement.origin:
+                continue
+            await self._send_quietly(link, ANNOUNCE, *fields)
+
+    async def _announced(self, link: Link, announcement: Announcement) -> None:
+        new, onward = self.discovery.receive(announcement)
+        if not new:
+            return  # seen before: already acted on and relayed
+        want = self.discovery.wants(
+            announcement,
+            self.topics,
+            announcement.origin in self.links or announcement.origin in self._dialling,
+        )
+        if want == "dial" and len(self.links) + len(self._dialling) < (
+            self.settings.max_connections
+        ):
+            self.discovery.dials += 1
+            self._dialling[announcement.origin] = None
+            self.runtime.spawn(
+                self._pair(announcement), name=f"pair-{announcement.origin}"
+            )
+        elif want == "answer":
+            if self._announce_timer is not None:
+                self._announce_timer.cancel()
+                self._announce_timer = None
+            self._announce_soon()
+        if onward is not None:
+            await self._flood(onward, link)
+
+    async def _pair(self, announcement: Announcement) -> None:
+        try:
+            stream = await self._dial(announcement.host, announcement.port)
+            link = await self._handshake(stream, dialled=True)
+            if link is not None:
+                self.discovery_log.info(
+                    "paired with %s on %s",
+                    announcement.origin,
+                    sorted(self.topics.intersection(announcement.topics)),
+                )
+        except ConnectError as exc:
+            self.discovery_log.debug(
+                "pairing with %s failed: %s", announcement.origin, exc
+            )
+        finally:
+            self._dialling.pop(announcement.origin, None)
 
     async def receive(self) -> Message:
         """The next message from the inbox (topics without a sink)."""
@@ -636,21 +1015,36 @@ class Node:
 
     # -- ping ----------------------------------------------------------------
 
-    async def ping(self, peer: str, count: int = 1) -> list[float]:
-        """Round-trip times to ``peer`` in seconds, one per ping, in order."""
+    async def ping(
+        self, peer: str, count: int = 1, *, via: str = "stream"
+    ) -> list[float]:
+        """Round-trip times to ``peer`` in seconds, one per ping, in order.
+
+        ``via="stream"`` pings in band, behind whatever the link is sending;
+        ``via="datagram"`` pings over UDP, which sees the path without the
+        link's queue (and raises TimeoutError when a datagram is lost). Both
+        feed the link's RTT estimate (``Link.rtts``).
+        """
         if count < 1:
             raise ConfigError(f"ping count must be at least 1, got {count}")
+        if via not in ("stream", "datagram"):
+            raise ConfigError(f"ping via 'stream' or 'datagram', got {via!r}")
         link = self.links.get(peer)
         if link is None:
             raise ConnectError(f"{self.name} has no link to {peer!r}")
-        return [await self._ping_once(link) for _ in range(count)]
+        return [await self._ping_once(link, via) for _ in range(count)]
 
-    async def _ping_once(self, link: Link) -> float:
+    async def _ping_once(self, link: Link, via: str = "stream") -> float:
         ping_id = next(self._ping_ids)
         waiter: Future[float] = self.runtime.create_future()
         self._pings[ping_id] = waiter
         try:
-            await link.send_frame(PING, ping_id, self.runtime.now())
+            if via == "stream":
+                await link.send_frame(PING, ping_id, self.runtime.now())
+            elif not self.send_datagram(
+                link.peer.name, PING, ping_id, self.runtime.now()
+            ):
+                raise ConnectError(f"{link.peer.name} has no datagram address")
             async with self.runtime.timeout(self.settings.ping_timeout_s):
                 rtt = await waiter
         finally:
@@ -663,9 +1057,16 @@ class Node:
         if waiter is not None and not waiter.done():
             waiter.set_result(self.runtime.now() - sent_at)
 
+    def _datagram_ping(self, link: Link, frame: Frame) -> None:
+        self.send_datagram(link.peer.name, PONG, *frame.fields)
+
+    def _datagram_pong(self, link: Link, frame: Frame) -> None:
+        self._pong(link, frame.fields[0], frame.fields[1])
+
     # -- statistics ----------------------------------------------------------
 
     def statistics(self) -> NodeStatistics:
+        per_link = tuple(_link_statistics(link) for link in self.links.values())
         return NodeStatistics(
             name=self.name,
             links=len(self.links),
@@ -677,7 +1078,98 @@ class Node:
             datagrams_out=self._datagrams_out,
             datagrams_refused=self._datagrams_refused,
             inbox=self.inbox.statistics(),
-            per_link=tuple(link.statistics() for link in self.links.values()),
+            per_link=per_link,
+            reconnections=self._reconnections,
+            peers_declared_dead=self._declared_dead,
+            sessions_lost=self._sessions_lost,
+            frames_abandoned=self._abandoned,
+            send_buffer_dropped=sum(s.dropped for s in per_link),
+            forwarded=self._forwarded,
+            discovery=self.discovery.statistics(),
+        )
+
+
+def _link_statistics(link: Link) -> LinkStatistics:
+    session = link.session.statistics()
+    return LinkStatistics(
+        peer=link.peer.name,
+        state=link.state,
+        frames_in=link.frames_in,
+        frames_out=link.frames_out,
+        bytes_in=link.bytes_in,
+        bytes_out=link.bytes_out,
+        opened_at=link.opened_at,
+        rtt_last=link.rtts.last,
+        rtt_samples=len(link.rtts),
+        srtt=link.rtts.srtt,
+        rttvar=link.rtts.rttvar,
+        unacked=session.unacked,
+        resent=session.resent,
+        dropped=session.dropped,
+        duplicates=session.duplicates,
+        skipped=session.skipped,
+        connections=link.connections,
+        reconnections=link.reconnections,
+    )
+
+
+# Frames that belong to one connection and are never numbered.
+_UNNUMBERED: Final = frozenset({HELLO, BYE, SEQ, ACK, HEARTBEAT})
+
+# Forwarded messages share the discovery's memory of what it has seen; the
+# prefix keeps a message id apart from an announcement id of the same origin.
+_FORWARD_PREFIX: Final = "msg:"
+
+
+@dataclass(frozen=True, slots=True)
+class _Hello:
+    """A peer's hello, with the session options read out of it."""
+
+    name: str
+    node_id: str
+    host: str
+    port: int
+    topics: list[Any]
+    datagram_address: Address | None
+    peer_id: str | None
+    received: int
+    base: int
+    continued: bool
+
+    @classmethod
+    def parse(cls, frame: Frame) -> _Hello:
+        if frame.kind != HELLO:
+            raise ProtocolError(f"expected a hello, got {frame.name}")
+        name, node_id, host, port, topics, options = frame.fields
+
+        def number(key: str) -> int:
+            value = options.get(key, 0)
+            if type(value) is not int or value < 0:
+                raise ProtocolError(f"hello option {key!r} must be an int >= 0")
+            return value
+
+        udp = options.get("udp")
+        peer_id = options.get("peer_id")
+        return cls(
+            name,
+            node_id,
+            host,
+            port,
+            topics,
+            (host, udp) if type(udp) is int else None,
+            peer_id if isinstance(peer_id, str) else None,
+            number("received"),
+            number("base"),
+            options.get("continued") is True,
+        )
+
+    def peer_info(self) -> PeerInfo:
+        return PeerInfo(
+            self.name,
+            self.node_id,
+            (self.host, self.port),
+            frozenset(t for t in self.topics if isinstance(t, str)),
+            self.datagram_address,
         )
 
 

@@ -36,12 +36,17 @@ from .codec import DEFAULT_MAX_FRAME_SIZE, ExtTypes, FrameDecoder, encode_frame
 from .errors import ProtocolError
 
 __all__ = [
+    "ACK",
+    "ANNOUNCE",
     "BYE",
+    "FORWARD",
+    "HEARTBEAT",
     "HELLO",
     "PING",
     "PONG",
     "PUB",
     "SCHEMAS",
+    "SEQ",
     "SUB",
     "TRANSITIONS",
     "UNSUB",
@@ -66,6 +71,7 @@ INT: Final = (int,)
 NUM: Final = (int, float)
 LIST: Final = (list,)
 BOOL: Final = (bool,)
+BYTES: Final = (bytes,)
 
 HELLO: Final = 1  # name, node_id, listen_host, listen_port, topics, options
 BYE: Final = 2  # reason
@@ -74,6 +80,13 @@ UNSUB: Final = 4  # topic
 PUB: Final = 5  # topic, data, sent_at
 PING: Final = 6  # ping id, sent_at
 PONG: Final = 7  # ping id, sent_at (echoed)
+# Link sessions and keep-alive (see chaski_actors.session).
+SEQ: Final = 8  # seq, ack, inner frame (encoded)
+ACK: Final = 9  # ack
+HEARTBEAT: Final = 10  # ack
+# Discovery (see chaski_actors.discovery).
+ANNOUNCE: Final = 11  # origin, node_id, host, port, topics, announce id, ttl
+FORWARD: Final = 12  # origin, message id, ttl, topic, data, sent_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,11 @@ SCHEMAS: dict[int, Schema] = {
     PUB: Schema("pub", (STR, ANY, NUM)),
     PING: Schema("ping", (INT, NUM)),
     PONG: Schema("pong", (INT, NUM)),
+    SEQ: Schema("seq", (INT, INT, BYTES)),
+    ACK: Schema("ack", (INT,)),
+    HEARTBEAT: Schema("heartbeat", (INT,)),
+    ANNOUNCE: Schema("announce", (STR, STR, STR, INT, LIST, INT, INT)),
+    FORWARD: Schema("forward", (STR, INT, INT, STR, ANY, NUM)),
 }
 
 # (state, kind or None for "any other kind") -> next state, or an error text.

@@ -65,6 +65,7 @@ _FRAME_SIZE = _Rule(
 _DATAGRAM_SIZE = _Rule(
     lambda v: 1 <= v <= _LARGEST_DATAGRAM, f"an integer from 1 to {_LARGEST_DATAGRAM}"
 )
+_OFF_OR_HOPS = _Rule(lambda v: v >= 0, "an integer >= 0 (0 turns it off)")
 _OVERFLOW_POLICY = _Rule(
     lambda v: v in OVERFLOW_POLICIES, f"one of {', '.join(OVERFLOW_POLICIES)}"
 )
@@ -298,6 +299,56 @@ class Settings:
             "Answers of finished calls a node remembers, so that a call resent "
             "after a reconnection is answered again instead of run twice. Matches "
             "send_buffer_frames, the most calls a link can resend.",
+        ),
+    )
+
+    # -- links: sessions, keep-alive, discovery (chaski_actors.session) -----
+    ack_delay_s: float = field(
+        default=0.04,
+        metadata=_about(
+            _POSITIVE,
+            "Longest a received reliable frame waits for its acknowledgement to ride "
+            "on outgoing data before a bare ACK is sent. 40 ms is Linux's shortest "
+            "delayed-ACK timer: short against any keep-alive, long enough to coalesce "
+            "a burst into one acknowledgement.",
+        ),
+    )
+    session_linger_s: float = field(
+        default=300.0,
+        metadata=_about(
+            _POSITIVE,
+            "How long the accepting side of a broken link keeps its session (and "
+            "buffers publishes for it) waiting for the dialling side to reconnect. "
+            "Thirty times reconnect_max_s, so a peer that comes back within five "
+            "minutes loses nothing; the figure is arbitrary.",
+        ),
+    )
+    discovery_interval_s: float = field(
+        default=30.0,
+        metadata=_about(
+            _POSITIVE,
+            "A node with subscriptions announces itself again this often, so that "
+            "peers cut off by an outage, or reached only through links made since, "
+            "still find it. Rare enough that the flood costs little; arbitrary.",
+        ),
+    )
+    discovery_memory: int = field(
+        default=4096,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Announcements (and forwarded messages) a node remembers having seen, "
+            "to drop the copies that a flood brings back. The oldest are forgotten "
+            "first; 4096 covers a flood of a thousand nodes with room to spare.",
+        ),
+    )
+    propagation_ttl: int = field(
+        default=0,
+        metadata=_about(
+            _OFF_OR_HOPS,
+            "Hops a published message may be forwarded by nodes that are not its "
+            "subscribers, to reach subscribers that max_connections kept from "
+            "pairing directly. 0 (the default) turns forwarding off: each message "
+            "then travels only over direct links.",
         ),
     )
 

@@ -81,7 +81,17 @@ class SimRuntime(Runtime):
         await self._kernel.sleep(seconds)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return self._kernel.timers.call_at(self.now() + max(0.0, delay), callback)
+        # A crash stops the host's timers as it stops its tasks: a timer set
+        # by the previous incarnation must not run code on the restarted one.
+        incarnation = self.network._incarnation[self._host]
+
+        def fire() -> None:
+            if self.network._incarnation[self._host] == incarnation and (
+                self.network.is_up(self._host)
+            ):
+                callback()
+
+        return self._kernel.timers.call_at(self.now() + max(0.0, delay), fire)
 
     def wall_clock(self) -> float:
         return self.network.epoch + self.now()

@@ -154,13 +154,29 @@ def test_connecting_to_nothing_is_a_clear_error(backend: Backend) -> None:
     assert "cannot connect" in backend.run(main)
 
 
-def test_a_vanished_peer_is_noticed(backend: Backend) -> None:
-    async def main(net: Any) -> tuple[list[str], int]:
+def test_a_reset_connection_is_noticed_and_repaired(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[str], int, Any, int]:
         async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
             await b.subscribe("t")
             await a.connect(*b.address)
             await eventually(a.runtime, lambda: "a" in b.links)
-            b.links["a"].stream.abort()  # a reset, as when a process dies
+            b.links["a"].stream.abort()  # type: ignore[union-attr]  # a reset
+            await eventually(a.runtime, lambda: a.statistics().reconnections == 1)
+            sent = await a.publish("t", "still there?")
+            message = await b.receive()
+            return sorted(a.links), sent, message.data, b.links["a"].connections
+
+    assert backend.run(main) == (["b"], 1, "still there?", 2)
+
+
+def test_a_stopped_peer_ends_the_link(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[str], int]:
+        async with Node(net.runtime("a"), "a") as a:
+            b = Node(net.runtime("b"), "b")
+            await b.start()
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            await b.stop()  # a goodbye: no reconnection
             await eventually(a.runtime, lambda: not a.links)
             return sorted(a.links), await a.publish("t", "anyone?")
 
