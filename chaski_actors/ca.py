@@ -8,7 +8,7 @@ a crash never leaves half a key:
 ``ca.key``    the root's private key, encrypted with the CA's passphrase
 ``crl.pem``   the revocation list, signed by the root, rewritten on revoke
 ``ca.json``   the ledger: next serial number, who holds which serial, which
-              serials are revoked, and the digests of unused enrolment tokens
+              serials are revoked, and the enrolment tokens not yet used
 ``NAME.pem``  a node's certificate, and ``NAME.key`` its (unencrypted) key,
               when the CA issued them locally with :meth:`issue_files`
 
@@ -20,8 +20,10 @@ Serial numbers count up from 1 rather than being random. Random serials
 defend against collision attacks on weak hashes, which Ed25519 does not use,
 and a counter lets the ledger and the revocation list be read by a person.
 
-Enrolment tokens are one-time secrets. The ledger keeps only their SHA-256
-digest, so reading the ledger does not let anyone enrol; a token is struck
+Enrolment tokens are one-time secrets. They never cross the network: the
+enrolment protocol (``chaski_actors.enrolment``) uses a token as the key of a
+message authentication code, so the CA must keep the token itself, in the
+ledger, which is why the ledger is as private as the key. A token is struck
 off when it is redeemed, so it cannot be used twice. The randomness for a
 token comes from the caller (``Runtime.secret_bytes``), which keeps this
 module free of any entropy source of its own.
@@ -33,7 +35,6 @@ Nothing here reads a clock either: every operation that stamps a time takes
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -228,7 +229,7 @@ class CertificateAuthority:
         backdates or postdates the window (tests use it for expired ones).
         """
         check_name(name)
-        addresses = [_ip(text) for text in ips]
+        addresses = [parse_ip(text) for text in ips]
         private_key = None
         if public_key is None:
             private_key = ed25519.Ed25519PrivateKey.generate()
@@ -266,10 +267,15 @@ class CertificateAuthority:
         return IssuedCertificate(certificate, private_key)
 
     def issue_files(
-        self, name: str, *, now: dt.datetime, ips: Sequence[str] = ()
+        self,
+        name: str,
+        *,
+        now: dt.datetime,
+        ips: Sequence[str] = (),
+        days: int = DEFAULT_NODE_DAYS,
     ) -> tuple[Path, Path]:
         """Issue for ``name`` and write ``NAME.pem`` and ``NAME.key`` here."""
-        issued = self.issue(name, now=now, ips=ips)
+        issued = self.issue(name, now=now, ips=ips, days=days)
         cert_path = self.directory / f"{name}.pem"
         key_path = self.directory / f"{name}.key"
         write_private(key_path, issued.private_key_pem())
@@ -343,19 +349,22 @@ class CertificateAuthority:
         if len(secret) < 16:
             raise ConfigError("an enrolment token needs at least 16 secret bytes")
         token = secret.hex()
-        self._ledger["tokens"][_digest(token)] = now.isoformat()
+        self._ledger["tokens"][token] = now.isoformat()
         self._save(now)
         return token
 
+    def tokens(self) -> list[str]:
+        """The tokens not yet redeemed, read afresh from the ledger file."""
+        self._reload_tokens()
+        return sorted(self._ledger["tokens"])
+
     def redeem_token(self, token: str, *, now: dt.datetime) -> bool:
         """True, once, for a token this CA created; False for any other."""
-        self._reload_tokens()
-        offered = _digest(token)
         match = None
-        # Compare against every digest in constant time, so the time taken
+        # Compare against every token in constant time, so the time taken
         # does not tell an attacker how much of a guess was right.
-        for stored in list(self._ledger["tokens"]):
-            if hmac.compare_digest(stored, offered):
+        for stored in self.tokens():
+            if hmac.compare_digest(stored.encode(), token.encode()):
                 match = stored
         if match is None:
             return False
@@ -437,12 +446,8 @@ def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
     )
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(text)
     except ValueError as exc:
         raise ConfigError(f"not an IP address: {text!r}") from exc
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
