@@ -28,6 +28,7 @@ from .node import Link, LinkStatistics, Message, Node, NodeStatistics, PeerInfo
 from .remote import Proxy, Remote, RemoteStatistics
 from .runtime import Address, Runtime, Stream, TlsConfig
 from .settings import Settings
+from .streamer import Streamer, StreamerStatistics, Streams, StreamsStatistics
 from .sync import Event, Queue, QueueStatistics
 
 __version__ = "0.1.0"
@@ -65,6 +66,10 @@ __all__ = [
     "Runtime",
     "Settings",
     "Stream",
+    "Streamer",
+    "StreamerStatistics",
+    "Streams",
+    "StreamsStatistics",
     "TlsConfig",
     "UnknownNameError",
     "summarize",
