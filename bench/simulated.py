@@ -1,0 +1,288 @@
+"""The simulated backend: wall-clock speed against bare simpy, and its memory.
+
+Message rate. N hosts on a ring (each host has two neighbours, 1 ms links).
+Every host publishes to its neighbours at ``rate_hz``; every host consumes
+what arrives. After the links are up and one warm-up window has passed, the
+simulation is advanced window by window, and each window gives the number
+of messages delivered in it over the wall-clock seconds it took.
+
+The baseline does the same message passing with bare simpy: a process per
+host that wakes every ``1 / rate_hz`` and hands a message to each neighbour,
+a timeout per message for the link latency whose callback puts the message
+into the neighbour's ``simpy.Store``, and a process per host that takes from
+its store. That is about three simpy events per delivered message, and no
+framing, sockets, routing or back-pressure: it is what the simulator's own
+machinery costs against doing nothing but moving messages.
+
+Faster than real time. 1,000 hosts on a random 4-regular graph, each
+publishing a heartbeat to its neighbours once a second: simulated seconds
+per wall-clock second.
+
+Each size runs in its own process, so its peak resident memory can be read
+from the operating system without earlier sizes muddying it.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import simpy
+
+from ._procs import Workers
+from ._stats import Figure
+
+__all__ = ["HeartbeatCase", "RateCase", "run_heartbeat", "run_memory", "run_rate"]
+
+TOPIC = "beat"
+LATENCY_S = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class RateCase:
+    subject: str  # "chaski" or "simpy"
+    hosts: int
+    rate_hz: float
+    window_s: float  # simulated seconds per measured window
+    rounds: int
+    deadline_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatCase:
+    hosts: int
+    window_s: float
+    rounds: int
+    deadline_s: float = 600.0
+
+
+def run_rate(case: RateCase) -> list[Figure]:
+    with Workers(case.deadline_s) as workers:
+        result_q = workers.queue()
+        workers.start(_rate_worker, case, result_q)
+        rates, peak_rss = workers.get(result_q, "simulation result")
+    name = f"N={case.hosts:,}"
+    figures = [Figure("sim", name, case.subject, "delivered msg/s", "msg/s", rates)]
+    figures.append(
+        Figure(
+            "sim",
+            name,
+            case.subject,
+            "peak RSS",
+            "MiB",
+            (peak_rss / 2**20,),
+            higher_is_better=False,
+        )
+    )
+    return figures
+
+
+def run_heartbeat(case: HeartbeatCase) -> list[Figure]:
+    with Workers(case.deadline_s) as workers:
+        result_q = workers.queue()
+        workers.start(_heartbeat_worker, case, result_q)
+        factors = workers.get(result_q, "heartbeat result")
+    return [
+        Figure(
+            "sim",
+            f"heartbeat, N={case.hosts:,}",
+            "chaski",
+            "x real time",
+            "sim s / wall s",
+            factors,
+        )
+    ]
+
+
+def run_memory(hosts: int, deadline_s: float = 300.0) -> list[Figure]:
+    with Workers(deadline_s) as workers:
+        result_q = workers.queue()
+        workers.start(_memory_worker, hosts, result_q)
+        per_node = workers.get(result_q, "memory result")
+    return [
+        Figure(
+            "memory",
+            f"sim, N={hosts:,}",
+            "chaski",
+            "bytes per node",
+            "B",
+            (per_node,),
+            higher_is_better=False,
+        )
+    ]
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# -- chaski ------------------------------------------------------------------
+
+
+class _Counting:
+    delivered = 0
+
+
+def _ring(hosts: int) -> nx.Graph[str]:
+    graph: nx.Graph[str] = nx.Graph()
+    names = [f"h{i}" for i in range(hosts)]
+    for i, name in enumerate(names):
+        graph.add_edge(name, names[(i + 1) % hosts], latency=LATENCY_S)
+    return graph
+
+
+def _regular(hosts: int) -> nx.Graph[str]:
+    raw = nx.random_regular_graph(4, hosts, seed=1)
+    graph: nx.Graph[str] = nx.Graph()
+    for u, v in raw.edges():
+        graph.add_edge(f"h{u}", f"h{v}", latency=LATENCY_S)
+    return graph
+
+
+def build_chaski(graph: nx.Graph[str], rate_hz: float) -> tuple[Any, _Counting]:
+    """A simulated network with one linked, publishing node per host."""
+    from chaski_actors import ClosedResourceError, Node
+    from chaski_actors.sim import SimNetwork
+
+    network = SimNetwork(graph, seed=1)
+    counting = _Counting()
+    nodes: dict[str, Node] = {}
+
+    async def consume(node: Node) -> None:
+        try:
+            while True:
+                await node.receive()
+                counting.delivered += 1
+        except ClosedResourceError:
+            return
+
+    async def publish(node: Node) -> None:
+        runtime = node.runtime
+        interval = 1.0 / rate_hz
+        await runtime.sleep(runtime.random.uniform(0.0, interval))
+        while True:
+            await node.publish(TOPIC, b"x" * 16)
+            await runtime.sleep(interval)
+
+    async def setup() -> None:
+        for host in graph.nodes:
+            node = Node(network.runtime(host), host)
+            await node.start()
+            await node.subscribe(TOPIC)
+            nodes[host] = node
+        for u, v in graph.edges():
+            dialer, target = (u, v) if u < v else (v, u)
+            await nodes[dialer].connect(*nodes[target].address)
+        for node in nodes.values():
+            node.runtime.spawn(consume(node), name="consume")
+            node.runtime.spawn(publish(node), name="publish")
+
+    task = network.spawn(setup(), name="setup")
+    network.env.run(until=task._done._event)
+    return network, counting
+
+
+def _advance_chaski(network: Any, until: float) -> None:
+    network.run(until=until)
+
+
+# -- bare simpy --------------------------------------------------------------
+
+
+def build_simpy(graph: nx.Graph[str], rate_hz: float) -> tuple[Any, _Counting]:
+    """The same message passing with bare simpy processes and stores."""
+    env = simpy.Environment()
+    counting = _Counting()
+    stores = {host: simpy.Store(env) for host in graph.nodes}
+    neighbours = {host: [stores[n] for n in graph.neighbors(host)] for host in graph}
+
+    def deliver(event: simpy.Event) -> None:
+        store, message = event.value
+        store.put(message)
+
+    def publisher(host: str, phase: float) -> Any:
+        interval = 1.0 / rate_hz
+        yield env.timeout(phase * interval)
+        while True:
+            for store in neighbours[host]:
+                transit = env.timeout(LATENCY_S, (store, b"x" * 16))
+                transit.callbacks.append(deliver)
+            yield env.timeout(interval)
+
+    def consumer(store: simpy.Store) -> Any:
+        while True:
+            yield store.get()
+            counting.delivered += 1
+
+    for index, host in enumerate(graph.nodes):
+        env.process(publisher(host, (index * 0.618) % 1.0))
+        env.process(consumer(stores[host]))
+    return env, counting
+
+
+def _measure(
+    advance: Any, start: float, window: float, rounds: int, counting: _Counting
+) -> tuple[float, ...]:
+    rates = []
+    at = start
+    for index in range(rounds + 1):
+        before = counting.delivered
+        gc.collect()
+        started = time.perf_counter()
+        at += window
+        advance(at)
+        elapsed = time.perf_counter() - started
+        if index:  # the first window is the warm-up
+            rates.append((counting.delivered - before) / elapsed)
+    return tuple(rates)
+
+
+def _rate_worker(case: RateCase, result_q: Any) -> None:
+    graph = _ring(case.hosts)
+    if case.subject == "simpy":
+        env, counting = build_simpy(graph, case.rate_hz)
+        rates = _measure(env.run, env.now, case.window_s, case.rounds, counting)
+    else:
+        network, counting = build_chaski(graph, case.rate_hz)
+        rates = _measure(
+            lambda until: _advance_chaski(network, until),
+            network.now(),
+            case.window_s,
+            case.rounds,
+            counting,
+        )
+    result_q.put((rates, _peak_rss()))
+
+
+def _heartbeat_worker(case: HeartbeatCase, result_q: Any) -> None:
+    network, _counting = build_chaski(_regular(case.hosts), 1.0)
+    factors = []
+    at = network.now()
+    for index in range(case.rounds + 1):
+        started = time.perf_counter()
+        at += case.window_s
+        network.run(until=at)
+        elapsed = time.perf_counter() - started
+        if index:
+            factors.append(case.window_s / elapsed)
+    result_q.put(tuple(factors))
+
+
+def _memory_worker(hosts: int, result_q: Any) -> None:
+    # Imports and first-use caches are paid before the snapshot, not per node.
+    build_chaski(_ring(4), 1.0)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    network, _counting = build_chaski(_ring(hosts), 1.0)
+    network.run(until=network.now() + 2.0)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    tracemalloc.stop()
+    result_q.put(grown / hosts)
