@@ -13,8 +13,9 @@ futures by id. Pyro5 runs its default thread-pool server and serializer; its
 64 calls in flight come from 64 threads, each with its own proxy, because a
 Pyro5 proxy serves one call at a time.
 
-chaski's slot calls a remote actor through ``chaski_actors.remote`` when that
-module exists; until then the harness records that it could not measure it.
+chaski calls ``echo`` through a :class:`~chaski_actors.remote.Proxy`; its
+server admits 64 running calls per peer (the default is 16) so that the
+64-in-flight case is not refused as busy.
 """
 
 from __future__ import annotations
@@ -310,13 +311,31 @@ def _pyro_work(proxy: Any, calls: int, failures: list[BaseException]) -> None:
 # -- chaski ------------------------------------------------------------------
 
 
+class _Echo:
+    def echo(self, payload: Any) -> Any:
+        return payload
+
+
 async def _chaski_server(address_q: Any, stop_q: Any) -> None:
-    raise NotImplementedError(
-        "chaski remote calls are measured once chaski_actors.remote exists"
-    )
+    from chaski_actors import Node, Settings
+    from chaski_actors.real import RealRuntime
+    from chaski_actors.remote import Remote
+
+    # The defaults admit 16 running calls per peer; the case wants 64.
+    settings = Settings(remote_max_calls=IN_FLIGHT, remote_max_calls_per_peer=IN_FLIGHT)
+    async with Node(RealRuntime(), "server", settings=settings) as node:
+        Remote(node).register("echo", _Echo(), expose=["echo"])
+        address_q.put(node.address[1])
+        await asyncio.get_running_loop().run_in_executor(None, stop_q.get)
 
 
-async def _chaski_client(case: Case, address: Any) -> list[Round]:
-    raise NotImplementedError(
-        "chaski remote calls are measured once chaski_actors.remote exists"
-    )
+async def _chaski_client(case: Case, port: int) -> list[Round]:
+    from chaski_actors import Node
+    from chaski_actors.real import RealRuntime
+    from chaski_actors.remote import Remote
+
+    async with Node(RealRuntime(), "client") as node:
+        remote = Remote(node)
+        await node.connect("127.0.0.1", port)
+        proxy = await remote.proxy("server", "echo")
+        return await _async_rounds(case, proxy.echo)
