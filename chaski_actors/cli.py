@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="override the scenario's seed"
     )
     simulate.set_defaults(command=_cmd_simulate)
+
+    # ca, enrol, node: the security and deployment commands (real backend).
+    from .real.commands import register
+
+    register(sub)
     return parser
 
 
