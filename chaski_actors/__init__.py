@@ -23,6 +23,7 @@ from .errors import (
     RemoteTimeoutError,
     UnknownNameError,
 )
+from .files import FileReceipt, Files, FilesStatistics, ReceivedFile
 from .metrics import LatencySummary, summarize
 from .node import Link, LinkStatistics, Message, Node, NodeStatistics, PeerInfo
 from .remote import Proxy, Remote, RemoteStatistics
@@ -43,7 +44,10 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "Event",
+    "FileReceipt",
     "FileTransferError",
+    "Files",
+    "FilesStatistics",
     "LatencySummary",
     "Link",
     "LinkLostError",
@@ -57,6 +61,7 @@ __all__ = [
     "Proxy",
     "Queue",
     "QueueStatistics",
+    "ReceivedFile",
     "RefusedNameError",
     "Remote",
     "RemoteBusyError",
