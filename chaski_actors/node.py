@@ -326,17 +326,25 @@ class Node:
         reconnected by this node, the one that dialled.
         """
         self._check_running()
-        known = next(
-            (link for link in self.links.values() if link.peer.address == (host, port)),
-            None,
-        )
+        known = self._link_at(host, port)
         if known is not None and known.connected:
             return known.peer
         stream = await self._dial(host, port)
         link = await self._handshake(stream, dialled=True, known=known)
         if link is None:
+            # Both nodes dialled each other at once (discovery does this), and
+            # the peer kept the other connection: that link is the answer.
+            crossed = self._link_at(host, port)
+            if crossed is not None and crossed.connected:
+                return crossed.peer
             raise ConnectError(f"{self.name}: handshake with {host}:{port} failed")
         return link.peer
+
+    def _link_at(self, host: str, port: int) -> Link | None:
+        return next(
+            (link for link in self.links.values() if link.peer.address == (host, port)),
+            None,
+        )
 
     async def paired(self, topic: str, *, timeout: float = 10.0) -> list[str]:
         """Wait until some linked peer subscribes to ``topic``; their names.

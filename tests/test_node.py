@@ -303,3 +303,17 @@ def test_datagrams_reach_a_linked_peer(backend: Backend) -> None:
     assert [(p, t) for p, t, _ in got] == [("a", "over udp")] and out == 1
     if backend.simulated:
         assert got[0][2] == pytest.approx(A_B, abs=1e-12)
+
+
+def test_two_nodes_dialling_each_other_at_once_end_with_one_link(
+    backend: Backend,
+) -> None:
+    async def main(net: Any) -> tuple[str, str, list[str], list[str]]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            ab = a.runtime.spawn(a.connect(*b.address), name="a-dials")
+            ba = b.runtime.spawn(b.connect(*a.address), name="b-dials")
+            peer_b, peer_a = await ab, await ba
+            await eventually(a.runtime, lambda: "a" in b.links and "b" in a.links)
+            return peer_b.name, peer_a.name, sorted(a.links), sorted(b.links)
+
+    assert backend.run(main) == ("b", "a", ["b"], ["a"])
