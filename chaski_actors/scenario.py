@@ -7,7 +7,7 @@ A scenario is a TOML file (read with the standard ``tomllib``)::
     description = "one hub, five sensors"
     duration_s = 20.0      # how long publishers run
     drain_s = 2.0          # then how long to let messages arrive
-    seed = 1
+    seed = 1               # default seed; `--seed` overrides it
 
     [topology]
     generator = "star_graph"         # any name in GENERATORS
@@ -19,6 +19,7 @@ A scenario is a TOML file (read with the standard ``tomllib``)::
     jitter_ms = 0.5
     loss = 0.0
     bandwidth_mbps = 100.0
+    latency_per_distance_ms = 0.0    # added per unit of distance between hosts
 
     [[roles]]
     hosts = ["0"]                    # or "all"
@@ -31,13 +32,32 @@ A scenario is a TOML file (read with the standard ``tomllib``)::
     [settings]                       # any Settings field
     keepalive_interval_s = 1.0
 
-Every node links to its neighbours in the graph. The actor code that plays
-the roles (:func:`play`) is backend-neutral: the simulator and the real
-backend run the very same coroutine.
+Edges. An edge of a topology file may carry its own ``latency_ms``,
+``jitter_ms``, ``loss`` and ``bandwidth_mbps`` (or the simulator's raw
+``latency`` in seconds or as a distribution string, ``jitter`` in seconds and
+``bandwidth`` in bits per second); what an edge does not say comes from
+``[topology.links]``. With ``latency_per_distance_ms``, an edge without its
+own latency gets ``latency_ms`` plus that many milliseconds per unit of
+Euclidean distance between its hosts' positions: the ``pos`` attribute that
+``random_geometric_graph`` sets, or ``x`` and ``y`` node attributes in a file.
+This is how a wide-area map turns distance into delay.
+
+Links. Every node links to its neighbours in the graph; the host whose name
+sorts first dials. A keeper task per edge dials again, with the backoff of
+``Settings.reconnect_*``, whenever that link closes, so a run measures how
+often links broke and how long the network took to be whole again.
+
+Remote calls. A role will be able to call methods on remote actors (a
+``call`` key) once remote actors are part of the framework; the key is
+reserved now, and a file that uses it is refused with a message saying so.
+
+The actor code that plays the roles (:func:`play`) is backend-neutral: the
+simulator and the real backend run the very same coroutine.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,12 +68,16 @@ import networkx as nx
 
 from .errors import ClosedResourceError, ConfigError, ConnectError
 from .metrics import LatencySummary, summarize
-from .node import Node
-from .runtime import Address, Runtime, derive_seed
+from .node import Link, Node
+from .runtime import Address, Runtime, Task, derive_seed
 from .settings import Settings
+from .testing import eventually
 
 __all__ = [
     "GENERATORS",
+    "EdgeRecord",
+    "LinkRecord",
+    "Progress",
     "PublishSpec",
     "Recorder",
     "RoleSpec",
@@ -62,6 +86,7 @@ __all__ = [
     "build_graph",
     "load_scenario",
     "play",
+    "position",
 ]
 
 # networkx generators a scenario may name. Those that take a seed get one
@@ -103,6 +128,7 @@ class TopologySpec:
     params: Mapping[str, Any]
     file: Path | None
     links: Mapping[str, Any]
+    latency_per_distance_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +259,18 @@ def _parse_topology(t: _Reader, base: Path | None) -> TopologySpec:
     if generator is not None and generator not in GENERATORS:
         raise t.error("generator", f"one of {', '.join(GENERATORS)}")
     links = _Reader(t.source, t.get("links", (dict,), "a table", {}), "topology.links.")
-    links.check_keys({"latency_ms", "latency", "jitter_ms", "loss", "bandwidth_mbps"})
+    links.check_keys(
+        {
+            "latency_ms",
+            "latency",
+            "jitter_ms",
+            "loss",
+            "bandwidth_mbps",
+            "latency_per_distance_ms",
+        }
+    )
     defaults: dict[str, Any] = {}
+    per_distance = links.number("latency_per_distance_ms", 0.0, positive=False)
     if "latency_ms" in links.table:
         defaults["latency"] = links.number("latency_ms", positive=False) / 1e3
     if "latency" in links.table:
@@ -253,10 +289,16 @@ def _parse_topology(t: _Reader, base: Path | None) -> TopologySpec:
         params=t.get("params", (dict,), "a table", {}),
         file=(base or Path()) / file if file is not None else None,
         links=defaults,
+        latency_per_distance_s=per_distance / 1e3,
     )
 
 
 def _parse_role(r: _Reader) -> RoleSpec:
+    if "call" in r.table:
+        raise ConfigError(
+            f"{r.source}: {r.prefix}call: remote calls in roles are reserved for "
+            "remote actors, which this version does not have yet; remove the key"
+        )
     r.check_keys({"hosts", "subscribe", "publish"})
     hosts = r.get("hosts", (str, list), '"all" or a list of host names', "all")
     if isinstance(hosts, str):
@@ -308,10 +350,61 @@ def build_graph(scenario: Scenario) -> nx.Graph[str]:
                 f"topology: {spec.generator}({params}) failed: {exc}"
             ) from exc
     graph = nx.relabel_nodes(graph, {n: _host_name(n) for n in graph.nodes})
-    for _u, _v, attrs in graph.edges(data=True):
+    for u, v, attrs in graph.edges(data=True):
+        where = f"{spec.file or 'topology'}: edge {u}-{v}"
+        _edge_units(attrs, where)
+        if spec.latency_per_distance_s and "latency" not in attrs:
+            base = spec.links.get("latency", 0.0)
+            if not isinstance(base, (int, float)):
+                raise ConfigError(
+                    f"{where}: latency_per_distance_ms needs a fixed latency_ms"
+                )
+            distance = _distance(graph, u, v, where)
+            attrs["latency"] = base + distance * spec.latency_per_distance_s
         for key, value in spec.links.items():
             attrs.setdefault(key, value)
     return graph
+
+
+# Edge attributes in the units people write, and the factor to the
+# simulator's units (seconds, bits per second).
+_EDGE_UNITS = {
+    "latency_ms": ("latency", 1e-3),
+    "jitter_ms": ("jitter", 1e-3),
+    "bandwidth_mbps": ("bandwidth", 1e6),
+}
+
+
+def _edge_units(attrs: dict[str, Any], where: str) -> None:
+    for key, (name, factor) in _EDGE_UNITS.items():
+        if key not in attrs:
+            continue
+        value = attrs.pop(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} = {value!r}: expected a number")
+        attrs[name] = float(value) * factor
+
+
+def position(graph: nx.Graph[str], host: str) -> tuple[float, float] | None:
+    """A host's position: its ``pos`` attribute, or ``x`` and ``y``."""
+    attrs = graph.nodes[host]
+    pos = attrs.get("pos")
+    if pos is None and "x" in attrs and "y" in attrs:
+        pos = (attrs["x"], attrs["y"])
+    if pos is None:
+        return None
+    x, y = (float(c) for c in list(pos)[:2])
+    return x, y
+
+
+def _distance(graph: nx.Graph[str], u: str, v: str, where: str) -> float:
+    a, b = position(graph, u), position(graph, v)
+    if a is None or b is None:
+        raise ConfigError(
+            f"{where}: latency_per_distance_ms needs node positions "
+            "(a pos attribute, or x and y)"
+        )
+    return math.dist(a, b)
 
 
 def _host_name(node: Any) -> str:
@@ -340,6 +433,10 @@ def _read_graph_file(path: Path) -> nx.Graph[Any]:
 # -- playing the roles -------------------------------------------------------
 
 
+#: Told how a run is going: (run-clock seconds so far, seconds expected in all).
+Progress = Callable[[float, float], None]
+
+
 class NetworkLike(Protocol):
     """What :func:`play` needs of a network: one runtime per host."""
 
@@ -348,9 +445,38 @@ class NetworkLike(Protocol):
 
 @dataclass
 class TopicRecord:
+    """Messages of one topic; ``times`` pairs with ``latencies``."""
+
     sent: int = 0
     delivered: int = 0
     latencies: list[float] = field(default_factory=list)
+    # When each sample arrived, in seconds since the run started.
+    times: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LinkRecord:
+    """Messages that crossed one directed link, publisher to subscriber."""
+
+    sent: int = 0
+    delivered: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EdgeRecord:
+    """The life of one edge's link, in seconds since the run started."""
+
+    linked_at: list[float] = field(default_factory=list)
+    dropped_at: list[float] = field(default_factory=list)
+
+    @property
+    def up(self) -> bool:
+        return len(self.linked_at) > len(self.dropped_at)
+
+    @property
+    def reconnections(self) -> int:
+        return max(0, len(self.linked_at) - 1)
 
 
 @dataclass
@@ -358,14 +484,41 @@ class Recorder:
     """What the actors saw, gathered for the report."""
 
     topics: dict[str, TopicRecord] = field(default_factory=dict)
+    links_seen: dict[tuple[str, str], LinkRecord] = field(default_factory=dict)
+    edges: dict[tuple[str, str], EdgeRecord] = field(default_factory=dict)
     connect_failures: int = 0
     links: int = 0
+    # The runtime clock when play() began; every time above is relative to it.
+    start: float = 0.0
+    # Seconds from the start until every edge was linked (None: never).
+    converged_s: float | None = None
+    # (start, end, what) in seconds since the start, for the report's plots.
+    fault_windows: list[tuple[float, float, str]] = field(default_factory=list)
+    # Set when the run ends, so that keepers do not take closing for a fault.
+    stopping: bool = False
 
     def topic(self, name: str) -> TopicRecord:
         record = self.topics.get(name)
         if record is None:
             record = self.topics[name] = TopicRecord()
         return record
+
+    def link(self, source: str, target: str) -> LinkRecord:
+        record = self.links_seen.get((source, target))
+        if record is None:
+            record = self.links_seen[source, target] = LinkRecord()
+        return record
+
+    def edge(self, u: str, v: str) -> EdgeRecord:
+        key = (u, v) if u < v else (v, u)
+        record = self.edges.get(key)
+        if record is None:
+            record = self.edges[key] = EdgeRecord()
+        return record
+
+    @property
+    def reconnections(self) -> int:
+        return sum(e.reconnections for e in self.edges.values())
 
     def summaries(self) -> dict[str, LatencySummary | None]:
         return {t: summarize(r.latencies) for t, r in sorted(self.topics.items())}
@@ -391,11 +544,11 @@ async def play(
     addresses = {host: node.address for host, node in nodes.items()}
 
     first = network.runtime(hosts[0])
-    start = first.now()
-    await _link_neighbours(graph, nodes, addresses, recorder)
+    recorder.start = first.now()
+    tasks = _keep_neighbours_linked(graph, nodes, addresses, recorder)
+    await _await_convergence(first, graph, scenario.settings, recorder)
 
-    until = start + scenario.duration_s
-    tasks = []
+    until = first.now() + scenario.duration_s
     for host, node in nodes.items():
         tasks.append(node.runtime.spawn(_consume(node, recorder), name="consume"))
         for role in scenario.roles:
@@ -408,35 +561,110 @@ async def play(
                     )
     await first.sleep(until + scenario.drain_s - first.now())
     recorder.links = sum(len(n.links) for n in nodes.values()) // 2
+    recorder.stopping = True
     for node in nodes.values():
         await node.stop()
     for task in tasks:
         task.cancel()
 
 
-async def _link_neighbours(
+def _keep_neighbours_linked(
     graph: nx.Graph[str],
     nodes: dict[str, Node],
     addresses: dict[str, Address],
     recorder: Recorder,
-) -> None:
+) -> list[Task[None]]:
+    tasks: list[Task[None]] = []
     for u, v in graph.edges():
         # The smaller name dials, so that each edge gets one link.
         dialer, target = (u, v) if u < v else (v, u)
-        try:
-            await nodes[dialer].connect(*addresses[target])
-        except ConnectError as exc:
-            recorder.connect_failures += 1
-            nodes[dialer].log.warning("could not link to %s: %s", target, exc)
+        recorder.edge(u, v)
+        node = nodes[dialer]
+        keeper = _keep_linked(node, target, addresses[target], recorder)
+        tasks.append(node.runtime.spawn(keeper, name=f"keep-{target}"))
+    return tasks
+
+
+async def _await_convergence(
+    runtime: Runtime, graph: nx.Graph[str], settings: Settings, recorder: Recorder
+) -> None:
+    """Wait until every edge is linked, or give up after one connect attempt."""
+    edges = list(recorder.edges.values())
+    limit = settings.connect_timeout_s + settings.handshake_timeout_s
+    try:
+        # Polled, because links come up in many tasks; 10 ms is fine enough
+        # for a figure reported in milliseconds and costs little in sim.
+        await eventually(
+            runtime, lambda: all(e.up for e in edges), timeout=limit, interval=0.01
+        )
+    except TimeoutError:
+        return
+    if edges:
+        recorder.converged_s = max(e.linked_at[0] for e in edges)
+    else:
+        recorder.converged_s = 0.0
+
+
+async def _keep_linked(
+    node: Node, target: str, address: Address, recorder: Recorder
+) -> None:
+    """Dial ``target``, and dial again whenever the link closes."""
+    runtime = node.runtime
+    settings = node.settings
+    edge = recorder.edge(node.name, target)
+    backoff = settings.reconnect_initial_s
+    while True:
+        link = node.links.get(target)
+        if link is None:
+            try:
+                await node.connect(*address)
+            except ClosedResourceError:
+                return
+            except ConnectError:
+                recorder.connect_failures += 1
+                await runtime.sleep(backoff * (1 + runtime.random.random() * 0.1))
+                backoff = min(
+                    backoff * settings.reconnect_multiplier, settings.reconnect_max_s
+                )
+                continue
+            link = node.links.get(target)
+            if link is None:
+                continue
+        backoff = settings.reconnect_initial_s
+        edge.linked_at.append(runtime.now() - recorder.start)
+        await _until_closed(link, runtime)
+        if recorder.stopping:
+            return
+        edge.dropped_at.append(runtime.now() - recorder.start)
+
+
+async def _until_closed(link: Link, runtime: Runtime) -> None:
+    reader = link.reader
+    if reader is None:
+        return
+    try:
+        await reader
+    except runtime.cancelled_error:
+        # The reader was cancelled because its link closed; if the link is
+        # still open, it is this task that is being cancelled.
+        if not link.closed:
+            raise
+    except Exception:  # a crashed reader means a closed link all the same
+        return
 
 
 async def _consume(node: Node, recorder: Recorder) -> None:
+    runtime = node.runtime
     try:
         while True:
             message = await node.receive()
             record = recorder.topic(message.topic)
             record.delivered += 1
             record.latencies.append(message.latency)
+            record.times.append(runtime.now() - recorder.start)
+            link = recorder.link(message.source, node.name)
+            link.delivered += 1
+            link.latencies.append(message.latency)
     except ClosedResourceError:
         return
 
@@ -451,8 +679,13 @@ async def _publish(
     # A random phase, so that publishers do not all fire at the same instant.
     await runtime.sleep(runtime.random.uniform(0.0, interval))
     while runtime.now() < until:
+        # The links publish() will use, taken in the same step, so that the
+        # per-link count of sent messages matches what was sent.
+        targets = [n for n, link in node.links.items() if spec.topic in link.topics]
         try:
             record.sent += await node.publish(spec.topic, payload)
         except ClosedResourceError:
             return
+        for target in targets:
+            recorder.link(node.name, target).sent += 1
         await runtime.sleep(interval)
