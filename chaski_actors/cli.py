@@ -1,7 +1,8 @@
 """The ``chaski-actors`` command.
 
-Each subcommand is a function ``_cmd_<name>(args) -> int`` registered in
-:func:`_parser`; the exit status is 0 on success, 1 when the run found a
+Each subcommand is a function ``(args) -> int`` registered in
+:func:`_parser` (the scenario commands live in ``commands.py``); the exit
+status is 0 on success, 1 when the run found a
 problem (a chaos failure, say), 2 for bad input.
 """
 
@@ -10,13 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
 
+from . import commands
 from .errors import ChaskiError
 from .log import configure_logging
-
-if TYPE_CHECKING:
-    from .sim.scenario import SimReport
 
 __all__ = ["main"]
 
@@ -61,7 +59,39 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--seed", type=int, default=None, help="override the scenario's seed"
     )
-    simulate.set_defaults(command=_cmd_simulate)
+    _scenario_options(simulate)
+    simulate.add_argument(
+        "--seeds",
+        metavar="A..B",
+        help="run every seed from A to B in parallel processes; print the spread",
+    )
+    simulate.add_argument(
+        "--workers", type=int, default=None, help="processes for --seeds"
+    )
+    simulate.set_defaults(command=commands.cmd_simulate)
+
+    run = sub.add_parser(
+        "run", help="run a scenario's nodes on this machine over real sockets"
+    )
+    run.add_argument("scenario", help="path to a scenario .toml file")
+    run.add_argument("--seed", type=int, default=None, help="override the seed")
+    _scenario_options(run)
+    run.add_argument(
+        "--no-delays",
+        action="store_true",
+        help="do not inject the topology's latencies into loopback links",
+    )
+    run.set_defaults(command=commands.cmd_run)
+
+    compare = sub.add_parser("compare", help="put two run reports side by side")
+    compare.add_argument("a", metavar="DIR_A", help="a report directory or file")
+    compare.add_argument("b", metavar="DIR_B", help="another one")
+    compare.add_argument(
+        "--png",
+        default="compare_cdf.png",
+        help="where to draw the overlaid CDFs (default compare_cdf.png)",
+    )
+    compare.set_defaults(command=commands.cmd_compare)
 
     # ca, enrol, node: the security and deployment commands (real backend).
     from .real.commands import register
@@ -70,59 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .scenario import load_scenario
-    from .sim.scenario import simulate
-
-    scenario = load_scenario(args.scenario)
-    report = simulate(scenario, seed=args.seed)
-    _print_report(report, sys.stdout)
-    return 0
-
-
-def _print_report(report: SimReport, out: TextIO) -> None:
-    wall_s = report.wall_s
-    speed = report.simulated_s / wall_s if wall_s > 0 else float("inf")
-    print(
-        f"scenario {report.scenario}: seed {report.seed}, {report.hosts} hosts, "
-        f"{report.edges} edges, {report.recorder.links} links",
-        file=out,
+def _scenario_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", metavar="DIR", help="write report.json and PNG plots into DIR"
     )
-    print(
-        f"simulated {report.simulated_s:.1f} s in {wall_s:.2f} s of wall time "
-        f"({speed:,.0f}x real time)",
-        file=out,
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="override the scenario's duration_s (a shorter trial run)",
     )
-    print(file=out)
-    header = (
-        f"{'topic':<16}{'sent':>8}{'delivered':>11}{'lost':>7}"
-        f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    )
-    print(header, file=out)
-    print("-" * len(header), file=out)
-    summaries = report.summaries()
-    for topic, record in sorted(report.recorder.topics.items()):
-        s = summaries[topic]
-        figures = (
-            f"{s.p50 * 1e3:>9.2f}{s.p90 * 1e3:>9.2f}{s.p99 * 1e3:>9.2f}"
-            f"{s.max * 1e3:>9.2f}"
-            if s is not None
-            else f"{'-':>9}" * 4
-        )
-        lost = record.sent - record.delivered
-        print(
-            f"{topic:<16}{record.sent:>8}{record.delivered:>11}{lost:>7}{figures}",
-            file=out,
-        )
-    net = report.network
-    print(file=out)
-    print(
-        f"network: {net.segments} segments, {net.segment_bytes:,} bytes, "
-        f"{net.retransmissions} retransmissions, {net.datagrams_lost} datagrams lost",
-        file=out,
-    )
-    print(f"trace-events: {report.trace_events}", file=out)
-    print(f"trace-digest: {report.trace_digest}", file=out)
 
 
 if __name__ == "__main__":  # pragma: no cover
