@@ -190,6 +190,8 @@ def _measured_graph(
     for host in report["positions"]:
         graph.add_node(host)
     for row in report["links"]:
+        if not row["edge"]:
+            continue
         u, v = row["source"], row["target"]
         graph.add_edge(u, v)
         if row["latency_ms"] is not None:

@@ -18,8 +18,11 @@ A report is a JSON object (``report.json``)::
                    broke, null when there was no fault or it never healed),
                    reconnections, connect_failures}
     topics        {topic: {sent, delivered, lost, latency_ms, cdf_ms}}
-    links         [{source, target, sent, delivered, lost, reconnections,
-                    configured_latency_ms, latency_ms}], one per direction
+    links         [{source, target, edge, sent, delivered, lost, reconnections,
+                    configured_latency_ms, latency_ms}], one per direction of
+                  every topology edge (edge true), then the pairs that
+                  discovery linked across the graph (edge false); reconnections
+                  are those of the edge's link, made by its dialling node
     faults        [{start_s, end_s, what}]
     timeline      {topic: {bin_s, t_s, p50_ms, p99_ms, count}}
     positions     {host: [x, y]} where the topology has them
@@ -173,6 +176,28 @@ def _convergence(recorder: Recorder) -> dict[str, Any]:
 
 
 def _links(graph: nx.Graph[str], recorder: Recorder) -> list[dict[str, Any]]:
+    rows = _edge_links(graph, recorder)
+    # Pairs that discovery linked across the graph, in the order first seen.
+    for (source, target), record in recorder.links_seen.items():
+        if graph.has_edge(source, target):
+            continue
+        rows.append(
+            {
+                "source": source,
+                "target": target,
+                "edge": False,
+                "sent": record.sent,
+                "delivered": record.delivered,
+                "lost": max(0, record.sent - record.delivered),
+                "reconnections": 0,
+                "configured_latency_ms": None,
+                "latency_ms": _latency(summarize(record.latencies)),
+            }
+        )
+    return rows
+
+
+def _edge_links(graph: nx.Graph[str], recorder: Recorder) -> list[dict[str, Any]]:
     rows = []
     for u, v, attrs in graph.edges(data=True):
         configured = attrs.get("latency")
@@ -188,6 +213,7 @@ def _links(graph: nx.Graph[str], recorder: Recorder) -> list[dict[str, Any]]:
                 {
                     "source": source,
                     "target": target,
+                    "edge": True,
                     "sent": sent,
                     "delivered": delivered,
                     "lost": max(0, sent - delivered),
@@ -253,6 +279,7 @@ _SHAPE: dict[str, Any] = {
         {
             "source": str,
             "target": str,
+            "edge": bool,
             "sent": int,
             "delivered": int,
             "lost": int,

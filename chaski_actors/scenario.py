@@ -42,10 +42,12 @@ Euclidean distance between its hosts' positions: the ``pos`` attribute that
 ``random_geometric_graph`` sets, or ``x`` and ``y`` node attributes in a file.
 This is how a wide-area map turns distance into delay.
 
-Links. Every node links to its neighbours in the graph; the host whose name
-sorts first dials. A keeper task per edge dials again, with the backoff of
-``Settings.reconnect_*``, whenever that link closes, so a run measures how
-often links broke and how long the network took to be whole again.
+Links. Every node links to its neighbours in the graph (the host whose name
+sorts first dials, again with the backoff of ``Settings.reconnect_*`` until
+the first attempt succeeds); discovery may then pair nodes that share a
+topic across the graph, and the nodes themselves reconnect broken links. A
+watcher samples every edge's link every 50 ms, so a run measures how often
+links broke and how long the network took to be whole again.
 
 Remote calls. A role will be able to call methods on remote actors (a
 ``call`` key) once remote actors are part of the framework; the key is
@@ -68,7 +70,7 @@ import networkx as nx
 
 from .errors import ClosedResourceError, ConfigError, ConnectError
 from .metrics import LatencySummary, summarize
-from .node import Link, Node
+from .node import Node
 from .runtime import Address, Runtime, Task, derive_seed
 from .settings import Settings
 from .testing import eventually
@@ -469,14 +471,12 @@ class EdgeRecord:
 
     linked_at: list[float] = field(default_factory=list)
     dropped_at: list[float] = field(default_factory=list)
+    # Reconnections the dialling node made on this edge's link.
+    reconnections: int = 0
 
     @property
     def up(self) -> bool:
         return len(self.linked_at) > len(self.dropped_at)
-
-    @property
-    def reconnections(self) -> int:
-        return max(0, len(self.linked_at) - 1)
 
 
 @dataclass
@@ -494,8 +494,10 @@ class Recorder:
     converged_s: float | None = None
     # (start, end, what) in seconds since the start, for the report's plots.
     fault_windows: list[tuple[float, float, str]] = field(default_factory=list)
-    # Set when the run ends, so that keepers do not take closing for a fault.
+    # Set when the run ends, so that watchers do not take closing for a fault.
     stopping: bool = False
+    # Reconnections every node made, on any link (discovered ones included).
+    reconnections: int = 0
 
     def topic(self, name: str) -> TopicRecord:
         record = self.topics.get(name)
@@ -515,10 +517,6 @@ class Recorder:
         if record is None:
             record = self.edges[key] = EdgeRecord()
         return record
-
-    @property
-    def reconnections(self) -> int:
-        return sum(e.reconnections for e in self.edges.values())
 
     def summaries(self) -> dict[str, LatencySummary | None]:
         return {t: summarize(r.latencies) for t, r in sorted(self.topics.items())}
@@ -546,7 +544,7 @@ async def play(
     first = network.runtime(hosts[0])
     recorder.start = first.now()
     tasks = _keep_neighbours_linked(graph, nodes, addresses, recorder)
-    await _await_convergence(first, graph, scenario.settings, recorder)
+    await _await_convergence(first, nodes, scenario.settings, recorder)
 
     until = first.now() + scenario.duration_s
     for host, node in nodes.items():
@@ -561,6 +559,10 @@ async def play(
                     )
     await first.sleep(until + scenario.drain_s - first.now())
     recorder.links = sum(len(n.links) for n in nodes.values()) // 2
+    recorder.reconnections = sum(n.statistics().reconnections for n in nodes.values())
+    for edge_key, record in recorder.edges.items():
+        link = nodes[edge_key[0]].links.get(edge_key[1])
+        record.reconnections = link.reconnections if link is not None else 0
     recorder.stopping = True
     for node in nodes.values():
         await node.stop()
@@ -575,82 +577,84 @@ def _keep_neighbours_linked(
     recorder: Recorder,
 ) -> list[Task[None]]:
     tasks: list[Task[None]] = []
+    edges = []
     for u, v in graph.edges():
         # The smaller name dials, so that each edge gets one link.
         dialer, target = (u, v) if u < v else (v, u)
         recorder.edge(u, v)
+        edges.append((nodes[dialer], target))
         node = nodes[dialer]
-        keeper = _keep_linked(node, target, addresses[target], recorder)
-        tasks.append(node.runtime.spawn(keeper, name=f"keep-{target}"))
+        dial = _first_link(node, target, addresses[target], recorder)
+        tasks.append(node.runtime.spawn(dial, name=f"link-{target}"))
+    if edges:
+        runtime = edges[0][0].runtime
+        tasks.append(runtime.spawn(_watch_edges(edges, recorder), name="watch"))
     return tasks
 
 
 async def _await_convergence(
-    runtime: Runtime, graph: nx.Graph[str], settings: Settings, recorder: Recorder
+    runtime: Runtime, nodes: dict[str, Node], settings: Settings, recorder: Recorder
 ) -> None:
     """Wait until every edge is linked, or give up after one connect attempt."""
-    edges = list(recorder.edges.values())
+    ends = [(nodes[u], v) for u, v in recorder.edges]
     limit = settings.connect_timeout_s + settings.handshake_timeout_s
-    try:
-        # Polled, because links come up in many tasks; 10 ms is fine enough
-        # for a figure reported in milliseconds and costs little in sim.
-        await eventually(
-            runtime, lambda: all(e.up for e in edges), timeout=limit, interval=0.01
+
+    def linked() -> bool:
+        return all(
+            target in node.links and node.links[target].connected
+            for node, target in ends
         )
+
+    try:
+        # Polled, because links come up in many tasks; 1 ms is the finest
+        # figure the report gives and costs nothing in sim.
+        await eventually(runtime, linked, timeout=limit, interval=0.001)
     except TimeoutError:
         return
-    if edges:
-        recorder.converged_s = max(e.linked_at[0] for e in edges)
-    else:
-        recorder.converged_s = 0.0
+    recorder.converged_s = runtime.now() - recorder.start
 
 
-async def _keep_linked(
+async def _first_link(
     node: Node, target: str, address: Address, recorder: Recorder
 ) -> None:
-    """Dial ``target``, and dial again whenever the link closes."""
+    """Dial ``target`` until it answers once; the node keeps the link after."""
     runtime = node.runtime
     settings = node.settings
-    edge = recorder.edge(node.name, target)
     backoff = settings.reconnect_initial_s
-    while True:
-        link = node.links.get(target)
-        if link is None:
-            try:
-                await node.connect(*address)
-            except ClosedResourceError:
-                return
-            except ConnectError:
-                recorder.connect_failures += 1
-                await runtime.sleep(backoff * (1 + runtime.random.random() * 0.1))
-                backoff = min(
-                    backoff * settings.reconnect_multiplier, settings.reconnect_max_s
-                )
-                continue
-            link = node.links.get(target)
-            if link is None:
-                continue
-        backoff = settings.reconnect_initial_s
-        edge.linked_at.append(runtime.now() - recorder.start)
-        await _until_closed(link, runtime)
-        if recorder.stopping:
+    while target not in node.links and not recorder.stopping:
+        try:
+            await node.connect(*address)
+        except ClosedResourceError:
             return
-        edge.dropped_at.append(runtime.now() - recorder.start)
+        except ConnectError:
+            if target in node.links:
+                return  # the other side dialled first, or discovery did
+            recorder.connect_failures += 1
+            await runtime.sleep(backoff * (1 + runtime.random.random() * 0.1))
+            backoff = min(
+                backoff * settings.reconnect_multiplier, settings.reconnect_max_s
+            )
 
 
-async def _until_closed(link: Link, runtime: Runtime) -> None:
-    reader = link.reader
-    if reader is None:
-        return
-    try:
-        await reader
-    except runtime.cancelled_error:
-        # The reader was cancelled because its link closed; if the link is
-        # still open, it is this task that is being cancelled.
-        if not link.closed:
-            raise
-    except Exception:  # a crashed reader means a closed link all the same
-        return
+# How often the watcher looks at every edge's link. Convergence times are
+# reported to this resolution; 50 ms is well below any keep-alive.
+_WATCH_S = 0.05
+
+
+async def _watch_edges(edges: list[tuple[Node, str]], recorder: Recorder) -> None:
+    """Record when each edge's link comes up and goes down."""
+    runtime = edges[0][0].runtime
+    records = [recorder.edge(node.name, target) for node, target in edges]
+    while not recorder.stopping:
+        now = runtime.now() - recorder.start
+        for (node, target), record in zip(edges, records, strict=True):
+            link = node.links.get(target)
+            up = link is not None and link.connected
+            if up and not record.up:
+                record.linked_at.append(now)
+            elif record.up and not up:
+                record.dropped_at.append(now)
+        await runtime.sleep(_WATCH_S)
 
 
 async def _consume(node: Node, recorder: Recorder) -> None:

@@ -195,8 +195,11 @@ class DelayedRuntime(RealRuntime):
         handler: StreamHandler,
         *,
         tls: TlsConfig | None = None,
+        max_connections: int | None = None,
     ) -> Listener:
-        listener = await super().listen(host, port, handler, tls=tls)
+        listener = await super().listen(
+            host, port, handler, tls=tls, max_connections=max_connections
+        )
         self.network._listening(listener.address[1], self.name)
         return listener
 
