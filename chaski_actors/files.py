@@ -7,7 +7,8 @@
     ...
     receipt = await sender_files.send("receiver", "report.csv")
 
-The exchange, on the ordinary link between the two nodes::
+The exchange, in reliable frames on the ordinary link between the two nodes
+(so a transfer survives reconnections, resent by the link's session)::
 
     sender                                  receiver
     OFFER  id, name, size, sha256   ─────►  checks the offer
@@ -291,7 +292,7 @@ class Files:
 
     async def _send(self, link: Link, kind: int, *fields: Any) -> None:
         try:
-            await link.send_frame(kind, *fields)
+            await link.send_reliable(kind, *fields)
         except (BrokenResourceError, ClosedResourceError) as exc:
             raise FileTransferError(
                 f"link to {link.peer.name} lost during a transfer"
@@ -450,7 +451,7 @@ class Files:
 
     async def _reply(self, link: Link, kind: int, *fields: Any) -> None:
         try:
-            await link.send_frame(kind, *fields)
+            await link.send_reliable(kind, *fields)
         except (BrokenResourceError, ClosedResourceError):
             self.log.debug("file answer to %s lost with its link", link.peer.name)
 

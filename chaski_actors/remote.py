@@ -40,10 +40,13 @@ or not, so ``__class__`` and its kin are never reachable.
 
 Exactly once
 ------------
-A link may resend a frame after a reconnection, and a caller may repeat a call
-it never heard back from. The callee keeps a :class:`CallBook` keyed by the
-caller's node id and the call id: a call that is running is not started again,
-and one that has finished is answered from the book without running. The book
+Calls, answers and cancellations travel as the link's reliable frames, so
+they survive reconnections: the session resends what was unacknowledged and
+drops what it already delivered. The callee does not rely on that alone, as a
+caller may also repeat a call it never heard back from. The callee keeps a
+:class:`CallBook` keyed by the caller's node id and the call id: a call that
+is running is not started again, and one that has finished is answered from
+the book without running. The book
 remembers ``remote_result_cache`` answers; an answer evicted from it cannot be
 replayed, and a resend that old would run the call a second time (the
 eviction is counted).
@@ -465,7 +468,7 @@ class Remote:
         self._calls_out += 1
         try:
             try:
-                await link.send_frame(CALL, payload)
+                await link.send_reliable(CALL, payload)
             except ProtocolError as exc:
                 raise ConfigError(f"cannot send call to {peer}: {exc}") from exc
             except (BrokenResourceError, ClosedResourceError) as exc:
@@ -494,7 +497,7 @@ class Remote:
         # and a send can wait for the transport's window.
         async def send() -> None:
             with contextlib.suppress(BrokenResourceError, ClosedResourceError):
-                await link.send_frame(CANCEL, call_id)
+                await link.send_reliable(CANCEL, call_id)
 
         if not link.closed:
             self.runtime.spawn(send(), name=f"cancel-{call_id}")
@@ -671,7 +674,7 @@ class Remote:
 
     async def _send(self, link: Link, answer: bytes) -> None:
         try:
-            await link.send_bytes(answer)
+            await link.send_sequenced(answer)
         except (BrokenResourceError, ClosedResourceError):
             self.log.debug("answer to %s lost with its link", link.peer.name)
 

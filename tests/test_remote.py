@@ -44,6 +44,7 @@ class Counter:
         self._private = "never"
         self.runs = 0
         self.cancelled = 0
+        self.slow_runs = 0
 
     def add(self, amount: int = 1, *, times: int = 1) -> int:
         self.runs += 1
@@ -51,6 +52,7 @@ class Counter:
         return self.total
 
     async def slow(self, seconds: float, value: Any = None) -> Any:
+        self.slow_runs += 1
         try:
             await self.runtime.sleep(seconds)
         except self.runtime.cancelled_error:
@@ -349,3 +351,20 @@ def test_a_repeated_call_runs_once(backend: Backend) -> None:
     runs, book = backend.run(main)
     assert runs == 1
     assert (book.admitted, book.duplicates, book.remembered) == (1, 2, 1)
+
+
+def test_a_call_survives_a_reset_and_runs_once(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[Any, int, int]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            task = caller.runtime.spawn(proxy.slow(0.3, "answer"), name="call")
+            await eventually(caller.runtime, lambda: owner.book.statistics().running)
+            stream = owner.node.links["a"].stream
+            assert stream is not None
+            stream.abort()  # the connection breaks while the call runs
+            answer = await task
+            return answer, counter.slow_runs, caller.node.statistics().reconnections
+
+    answer, runs, reconnections = backend.run(main)
+    assert (answer, runs, reconnections) == ("answer", 1, 1)
