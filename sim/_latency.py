@@ -112,6 +112,8 @@ def _parse_string(text: str) -> dict[str, Any]:
 
 def parse_latency(value: object) -> Latency:
     """Turn an edge's ``latency`` attribute into a :class:`Latency`."""
+    if isinstance(value, Latency):
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0 or math.isnan(value):
             raise ConfigError(f"latency {value!r}: must be a delay >= 0 seconds")

@@ -35,6 +35,16 @@ keep-alive, above, that must notice. Datagrams behave like UDP: lost where a
 link loses them, unordered, dropped when no path exists or the receiver's
 queue is full.
 
+Partitions separate hosts, not wires: a partition between two sets of hosts
+blocks every packet whose source is in one set and whose destination is in
+the other (one direction only for a one-way partition), wherever its path
+runs, as a firewall rule on every host would. Two hosts on the same side
+still reach each other even if their path crosses a host of the other side.
+Under a one-way partition a stream's segments still arrive in the open
+direction, but their acknowledgements cannot come back, so the sender's
+window is not credited until the partition heals: the sender's writes stall
+once a window's worth is outstanding, as a real TCP sender's would.
+
 Hosts can crash and restart. A crash cancels every task of the host and
 forgets its connections, listeners and datagram sockets; the peers of its
 connections learn nothing until they next send, when the restarted host
@@ -48,9 +58,9 @@ order, never in sets, so the trace digest is stable across processes.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
-from collections import deque
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
 from random import Random
@@ -69,7 +79,14 @@ from chaski_actors.runtime import Address, StreamHandler, derive_seed
 from ._kernel import Kernel, SimFuture
 from ._latency import Latency, parse_latency
 
-__all__ = ["LinkStatistics", "NetworkStatistics", "SimNetwork", "Trace", "derive_seed"]
+__all__ = [
+    "LinkStatistics",
+    "NetworkStatistics",
+    "Partition",
+    "SimNetwork",
+    "Trace",
+    "derive_seed",
+]
 
 # TCP/IP header bytes charged per segment against a link's bandwidth.
 _SEGMENT_OVERHEAD: Final = 40
@@ -182,6 +199,16 @@ def _non_negative(attrs: dict[str, Any], key: str, u: str, v: str) -> float:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """The directed host pairs one call of :meth:`SimNetwork.partition` blocks."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def __repr__(self) -> str:
+        return f"<Partition of {len(self.pairs)} directed pairs>"
+
+
 class _Pipe:
     """One direction of a simulated TCP connection."""
 
@@ -197,8 +224,11 @@ class _Pipe:
         "key",
         "last_arrival",
         "reader",
+        "reverse",
+        "sent",
         "src",
         "stalled",
+        "unacked",
         "writer",
     )
 
@@ -216,10 +246,16 @@ class _Pipe:
         self.error: BaseException | None = None
         self.dead = False
         self.in_flight = 0
+        # Bytes delivered whose acknowledgement a one-way partition holds back.
+        self.unacked = 0
         self.last_arrival = 0.0
-        self.stalled: deque[bytes] = deque()
+        # Segments waiting for a path, as (number, data) in sending order.
+        self.stalled: list[tuple[int, bytes]] = []
+        self.sent = 0
         self.reader: SimFuture[None] | None = None
         self.writer: SimFuture[None] | None = None
+        # The other direction of the same connection, to answer resets on.
+        self.reverse: _Pipe | None = None
 
     def wake_reader(self) -> None:
         if self.reader is not None and not self.reader.done():
@@ -278,6 +314,11 @@ class SimNetwork:
                 self._hops[sv, su] = _Hop(sv, su, attrs)
 
         self._down_hosts: dict[str, None] = {}
+        # Directed (source, destination) pairs that partitions block, each
+        # with the number of partitions blocking it, so that overlapping
+        # partitions heal independently.
+        self._blocked: dict[tuple[str, str], int] = {}
+        self._unacked: dict[int, _Pipe] = {}
         self._incarnation: dict[str, int] = dict.fromkeys(self._hosts, 0)
         self._version = 0
         self._routed: nx.DiGraph[str] | None = None
@@ -414,6 +455,54 @@ class SimNetwork:
         self.trace.record(self.now(), "restart", host)
         self._topology_changed(f"restart {host}")
 
+    def partition(
+        self,
+        side: Iterable[str],
+        other: Iterable[str] | None = None,
+        *,
+        one_way: bool = False,
+    ) -> Partition:
+        """Cut traffic between ``side`` and ``other`` (default: every other host).
+
+        A one-way partition blocks only packets from ``side`` to ``other``.
+        Returns a handle for :meth:`heal`; partitions may overlap.
+        """
+        a = self._known_hosts(side)
+        b = self._known_hosts(other) if other is not None else None
+        if b is None:
+            b = [h for h in self._hosts if h not in a]
+        pairs = [(u, v) for u in a for v in b if u != v]
+        if not one_way:
+            pairs += [(v, u) for u, v in pairs]
+        handle = Partition(tuple(pairs))
+        for pair in handle.pairs:
+            self._blocked[pair] = self._blocked.get(pair, 0) + 1
+        self.trace.record(self.now(), "partition", a, b, one_way)
+        self._topology_changed(f"partition {a} {'->' if one_way else '|'} {b}")
+        return handle
+
+    def heal(self, partition: Partition) -> None:
+        """Lift one partition; pairs that another partition blocks stay blocked."""
+        for pair in partition.pairs:
+            count = self._blocked.get(pair, 0)
+            if count <= 1:
+                self._blocked.pop(pair, None)
+            else:
+                self._blocked[pair] = count - 1
+        self.trace.record(self.now(), "heal", len(partition.pairs))
+        self._topology_changed("heal")
+
+    def blocked(self, src: str, dst: str) -> bool:
+        """Whether a partition blocks packets from ``src`` to ``dst``."""
+        return (src, dst) in self._blocked
+
+    def _known_hosts(self, hosts: Iterable[str]) -> list[str]:
+        chosen = list(dict.fromkeys(hosts))
+        unknown = [h for h in chosen if h not in self._hosts]
+        if unknown:
+            raise ConfigError(f"no host(s) {unknown} in the topology")
+        return chosen
+
     def is_up(self, host: str) -> bool:
         return host not in self._down_hosts
 
@@ -431,6 +520,8 @@ class SimNetwork:
         self._routes.clear()
         for pipe in list(self._stalled.values()):
             self._retry(pipe)
+        for pipe in list(self._unacked.values()):
+            self._credit(pipe)
         for watcher in self._fault_watchers:
             watcher(what)
 
@@ -451,6 +542,8 @@ class SimNetwork:
             return None
         if src == dst:
             return []
+        if (src, dst) in self._blocked:
+            return None
         graph = self._routed
         if graph is None:
             graph = self._routed = nx.DiGraph()
@@ -528,6 +621,10 @@ class SimNetwork:
         for retry_after in _SYN_RETRIES:
             path = self.route(src, dst[0])
             arrival = None if path is None else self._transit(path, 60, False)
+            if self.route(dst[0], src) is None and dst[0] not in self._down_hosts:
+                # The request may arrive, but the answer cannot come back
+                # (a one-way partition): to the client it is a lost request.
+                arrival = None
             if arrival is None:
                 await self.kernel.sleep(retry_after)
                 continue
@@ -551,6 +648,7 @@ class SimNetwork:
         conn = _Connection(cid, local, dst)
         out = _Pipe(conn, src, dst[0], 2 * cid, self._incarnation[dst[0]])
         inbound = _Pipe(conn, dst[0], src, 2 * cid + 1, self._incarnation[src])
+        out.reverse, inbound.reverse = inbound, out
         self._pipes[cid] = (out, inbound)
         self.trace.record(self.now(), "accept", cid, *local, *dst)
 
@@ -563,51 +661,63 @@ class SimNetwork:
 
     def _send(self, pipe: _Pipe, data: bytes) -> None:
         pipe.in_flight += len(data)
+        pipe.sent += 1
         if pipe.stalled:
-            pipe.stalled.append(data)
+            self._stall(pipe, pipe.sent, data)
         else:
-            self._launch(pipe, data)
+            self._launch(pipe, pipe.sent, data)
 
-    def _launch(self, pipe: _Pipe, data: bytes) -> None:
+    def _launch(self, pipe: _Pipe, number: int, data: bytes) -> None:
         path = self.route(pipe.src, pipe.dst)
         if path is None:
-            self._stall(pipe, data)
+            self._stall(pipe, number, data)
             return
         arrival = self._transit(path, len(data) + _SEGMENT_OVERHEAD, True)
         assert arrival is not None
         arrival = max(arrival, pipe.last_arrival)
         pipe.last_arrival = arrival
-        self._at(arrival, self._arrive, (pipe, data, path, self._version))
+        self._at(arrival, self._arrive, (pipe, number, data, path, self._version))
 
-    def _stall(self, pipe: _Pipe, data: bytes) -> None:
-        pipe.stalled.append(data)
+    def _stall(self, pipe: _Pipe, number: int, data: bytes) -> None:
+        # Segments sent before the path broke may still be in flight and
+        # stall on arrival, after later ones: keep them in sending order.
+        bisect.insort(pipe.stalled, (number, data), key=lambda item: item[0])
         self._stalled[pipe.key] = pipe
 
     def _retry(self, pipe: _Pipe) -> None:
         self._stalled.pop(pipe.key, None)
-        waiting = list(pipe.stalled)
-        pipe.stalled.clear()
-        for data in waiting:
+        waiting = pipe.stalled
+        pipe.stalled = []
+        for number, data in waiting:
             if pipe.stalled:
-                pipe.stalled.append(data)
+                self._stall(pipe, number, data)
             else:
-                self._launch(pipe, data)
+                self._launch(pipe, number, data)
 
     def _arrive(self, event: simpy.Event) -> None:
-        pipe, data, path, version = cast(
-            tuple[_Pipe, bytes, list[_Hop], int], event.value
+        pipe, number, data, path, version = cast(
+            tuple[_Pipe, int, bytes, list[_Hop], int], event.value
         )
         if pipe.dead:
+            # The receiving end forgot this connection: as a TCP stack does,
+            # it answers every segment with a reset, so a peer whose first
+            # reset was lost (a one-way partition, say) still learns later.
+            if pipe.error is None and pipe.reverse is not None:
+                self.trace.record(self.now(), "rst", pipe.conn.cid, pipe.dst)
+                self._send_reset(pipe.reverse, pipe)
             return
-        if pipe.stalled or (version != self._version and not self._path_alive(path)):
-            self._stall(pipe, data)
+        if pipe.stalled or (
+            version != self._version
+            and (not self._path_alive(path) or (pipe.src, pipe.dst) in self._blocked)
+        ):
+            self._stall(pipe, number, data)
             return
         conn = pipe.conn
         if self._incarnation[pipe.dst] != pipe.incarnation:
             self._answer_reset(pipe)
             return
 
-        pipe.in_flight -= len(data)
+        self._acknowledge(pipe, len(data))
         self._stats["segments"] += 1
         self._stats["segment_bytes"] += len(data)
         self.trace.record(self.now(), "seg", conn.cid, pipe.src, len(data))
@@ -616,6 +726,23 @@ class SimNetwork:
         else:
             pipe.buffer += data
         pipe.wake_reader()
+
+    def _acknowledge(self, pipe: _Pipe, size: int) -> None:
+        """Credit the sender's window, unless the way back is cut."""
+        if self.route(pipe.dst, pipe.src) is None and pipe.dst not in self._down_hosts:
+            pipe.unacked += size
+            self._unacked[pipe.key] = pipe
+        else:
+            pipe.in_flight -= size
+
+    def _credit(self, pipe: _Pipe) -> None:
+        if pipe.dead:
+            self._unacked.pop(pipe.key, None)
+        elif self.route(pipe.dst, pipe.src) is not None:
+            self._unacked.pop(pipe.key, None)
+            pipe.in_flight -= pipe.unacked
+            pipe.unacked = 0
+            pipe.wake_writer()
 
     def _answer_reset(self, pipe: _Pipe) -> None:
         """A segment reached a host that no longer knows its connection."""
@@ -638,8 +765,9 @@ class SimNetwork:
     def _send_reset(self, peer_reads: _Pipe, peer_writes: _Pipe) -> None:
         """Kill both directions now; the peer learns when the reset arrives.
 
-        Until then its reads wait and its writes vanish, as on a real network,
-        and if no path exists the peer never learns from us at all.
+        Until then its reads wait and its writes vanish, as on a real network.
+        If no path exists this reset is lost, but each later segment of the
+        peer's that gets through draws another (see ``_arrive``).
         """
         peer_reads.dead = peer_writes.dead = True
         path = self.route(peer_reads.src, peer_reads.dst)
@@ -684,7 +812,11 @@ class SimNetwork:
         src, data, dst = cast(tuple[Address, bytes, Address], event.value)
         endpoint = self._datagrams.get(dst)
         self.trace.record(self.now(), "dgram", *src, *dst, len(data))
-        if endpoint is None or dst[0] in self._down_hosts:
+        if (
+            endpoint is None
+            or dst[0] in self._down_hosts
+            or self.blocked(src[0], dst[0])
+        ):
             self._stats["datagrams_lost"] += 1
             return
         endpoint._deliver(data, src)
