@@ -93,11 +93,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(command=commands.cmd_compare)
 
+    chaos = sub.add_parser(
+        "chaos",
+        help="run a scenario under random fault schedules and check delivery",
+    )
+    chaos.add_argument("scenario", help="path to a scenario .toml with [chaos]")
+    chaos.add_argument(
+        "--seeds", default="1..50", help="seeds to run, A..B inclusive (default 1..50)"
+    )
+    chaos.set_defaults(command=_cmd_chaos)
+
     # ca, enrol, node: the security and deployment commands (real backend).
     from .real.commands import register
 
     register(sub)
     return parser
+
+
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from .chaos import parse_seeds, run_chaos
+
+    return run_chaos(args.scenario, parse_seeds(args.seeds), sys.stdout)
 
 
 def _scenario_options(parser: argparse.ArgumentParser) -> None:

@@ -108,6 +108,11 @@ class Fault:
         return None if self.duration_s is None else self.at_s + self.duration_s
 
     def __str__(self) -> str:
+        return f"at {self.at_s:.3f} s: {self.what}"
+
+    @property
+    def what(self) -> str:
+        """The fault without its time, e.g. ``crash 2 for 1.500 s``."""
         what = self.kind
         if self.link is not None:
             arrow = "->" if self.one_way else "-"
@@ -128,7 +133,7 @@ class Fault:
                 what += f" {name}={value:.3g}{unit}"
         if self.duration_s is not None:
             what += f" for {self.duration_s:.3f} s"
-        return f"at {self.at_s:.3f} s: {what}"
+        return what
 
 
 def _ms(seconds: float | None) -> float | None:

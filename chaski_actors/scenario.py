@@ -49,6 +49,15 @@ topic across the graph, and the nodes themselves reconnect broken links. A
 watcher samples every edge's link every 50 ms, so a run measures how often
 links broke and how long the network took to be whole again.
 
+Faults. A ``[[faults]]`` array lists faults at given times, and a ``[chaos]``
+table asks for a random schedule drawn from the run's seed (both described
+in :mod:`chaski_actors.faults`). The simulator applies them; a host that
+crashes and restarts gets a fresh node on its old port, which dials its
+neighbours again and resumes its roles as a new "life". Each payload a
+publisher sends is ``[name, life, seq, padding]``, and the recorder keeps
+whom each message was meant for and who got it, for the delivery checker
+(:mod:`chaski_actors.chaos`).
+
 Remote calls. A role will be able to call methods on remote actors (a
 ``call`` key) once remote actors are part of the framework; the key is
 reserved now, and a file that uses it is refused with a message saying so.
@@ -59,6 +68,7 @@ simulator and the real backend run the very same coroutine.
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from collections.abc import Callable, Mapping
@@ -69,6 +79,7 @@ from typing import Any, Protocol
 import networkx as nx
 
 from .errors import ClosedResourceError, ConfigError, ConnectError
+from .faults import ChaosSpec, Fault, parse_chaos, parse_faults
 from .metrics import LatencySummary, summarize
 from .node import Node
 from .runtime import Address, Runtime, Task, derive_seed
@@ -77,10 +88,13 @@ from .testing import eventually
 
 __all__ = [
     "GENERATORS",
+    "Cast",
     "EdgeRecord",
     "LinkRecord",
     "Progress",
+    "Publication",
     "PublishSpec",
+    "Receipt",
     "Recorder",
     "RoleSpec",
     "Scenario",
@@ -144,6 +158,9 @@ class Scenario:
     topology: TopologySpec
     roles: tuple[RoleSpec, ...]
     settings: Settings = field(default_factory=Settings)
+    # Faults (see chaski_actors.faults): a fixed timeline and a random one.
+    faults: tuple[Fault, ...] = ()
+    chaos: ChaosSpec | None = None
 
 
 # -- loading -----------------------------------------------------------------
@@ -215,7 +232,7 @@ def parse_scenario(
     data: Mapping[str, Any], *, source: str = "<scenario>", base: Path | None = None
 ) -> Scenario:
     top = _Reader(source, data, "")
-    top.check_keys({"scenario", "topology", "roles", "settings", "faults"})
+    top.check_keys({"scenario", "topology", "roles", "settings", "faults", "chaos"})
     head = _Reader(source, top.get("scenario", (dict,), "a table", {}), "scenario.")
     head.check_keys({"name", "description", "duration_s", "drain_s", "seed"})
 
@@ -235,16 +252,20 @@ def parse_scenario(
     settings = Settings.from_mapping(
         top.get("settings", (dict,), "a table", {}), source=f"{source} [settings]"
     )
+    duration_s = head.number("duration_s", 10.0)
+    chaos = data.get("chaos")
     return Scenario(
         name=head.get("name", (str,), "a string", Path(source).stem),
         description=head.get("description", (str,), "a string", ""),
         path=Path(source) if base is not None else None,
         seed=head.get("seed", (int,), "an integer", 0),
-        duration_s=head.number("duration_s", 10.0),
+        duration_s=duration_s,
         drain_s=head.number("drain_s", 2.0, positive=False),
         topology=topology,
         roles=roles,
         settings=settings,
+        faults=parse_faults(data.get("faults", []), source),
+        chaos=None if chaos is None else parse_chaos(chaos, source, duration_s),
     )
 
 
@@ -479,6 +500,35 @@ class EdgeRecord:
         return len(self.linked_at) > len(self.dropped_at)
 
 
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message a publisher sent, and the peers it meant it for.
+
+    ``life`` counts the host's restarts: a restarted host starts its
+    sequence numbers again, so (source, life, topic, seq) names a message.
+    """
+
+    source: str
+    life: int
+    topic: str
+    seq: int
+    at: float
+    to: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One message as a receiver's application got it."""
+
+    receiver: str
+    life: int
+    source: str
+    source_life: int
+    topic: str
+    seq: int
+    at: float
+
+
 @dataclass
 class Recorder:
     """What the actors saw, gathered for the report."""
@@ -498,6 +548,13 @@ class Recorder:
     stopping: bool = False
     # Reconnections every node made, on any link (discovered ones included).
     reconnections: int = 0
+    # What the delivery checker (chaski_actors.chaos) reads; times are the
+    # runtime clock's, like the faults' own.
+    publications: list[Publication] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
+    crashes: dict[str, list[float]] = field(default_factory=dict)
+    restarts: dict[str, list[float]] = field(default_factory=dict)
+    unpaired: list[tuple[str, str]] = field(default_factory=list)
 
     def topic(self, name: str) -> TopicRecord:
         record = self.topics.get(name)
@@ -529,45 +586,173 @@ async def play(
     recorder: Recorder,
 ) -> None:
     """Start a node per host, link neighbours, run the roles, stop everything."""
-    hosts = list(graph.nodes)
-    nodes = {}
-    for host in hosts:
-        runtime = network.runtime(host)
-        node = Node(runtime, host, settings=scenario.settings)
+    await Cast(network, graph, scenario, recorder).play()
+
+
+class Cast:
+    """The nodes that play a scenario's roles, one per host.
+
+    :meth:`play` runs the whole scenario. A fault injector tells the cast
+    about crashes (:meth:`crashed`) and restarts (:meth:`restarted`): a
+    restarted host gets a fresh node on its old port, which dials its
+    neighbours again and resumes its roles with new sequence numbers.
+    """
+
+    def __init__(
+        self,
+        network: NetworkLike,
+        graph: nx.Graph[str],
+        scenario: Scenario,
+        recorder: Recorder,
+    ) -> None:
+        self.network = network
+        self.graph = graph
+        self.scenario = scenario
+        self.recorder = recorder
+        self.hosts: list[str] = list(graph.nodes)
+        self.nodes: dict[str, Node] = {}
+        self.addresses: dict[str, Address] = {}
+        self.lives: dict[str, int] = dict.fromkeys(self.hosts, 0)
+        # Hosts that are down now, with when they went down.
+        self.down: dict[str, float] = {}
+        self.until: float | None = None
+        self._tasks: list[Task[None]] = []
+        self._watcher: str | None = None
+
+    def __repr__(self) -> str:
+        down = list(self.down)
+        return f"<Cast {self.scenario.name} nodes={len(self.nodes)} down={down}>"
+
+    async def play(self) -> None:
+        scenario, recorder = self.scenario, self.recorder
+        for host in self.hosts:
+            if host not in self.down:
+                await self._start_node(host, 0)
+
+        first = self.network.runtime(self.hosts[0])
+        recorder.start = first.now()
+        self._tasks += _keep_neighbours_linked(
+            self.graph, self.nodes, self.addresses, recorder
+        )
+        self._watch()
+        await _await_convergence(first, self.nodes, scenario.settings, recorder)
+
+        self.until = first.now() + scenario.duration_s
+        for host in self.hosts:
+            if host not in self.down:
+                self._run_roles(host)
+        await first.sleep(self.until + scenario.drain_s - first.now())
+        self._finish()
+        for host, node in self.nodes.items():
+            if host not in self.down:
+                await node.stop()
+        for task in self._tasks:
+            task.cancel()
+
+    def _finish(self) -> None:
+        recorder, nodes = self.recorder, self.nodes
+        recorder.unpaired = self.unpaired()
+        recorder.links = sum(len(n.links) for n in nodes.values()) // 2
+        recorder.reconnections = sum(
+            n.statistics().reconnections for n in nodes.values()
+        )
+        for edge_key, record in recorder.edges.items():
+            link = nodes[edge_key[0]].links.get(edge_key[1])
+            record.reconnections = link.reconnections if link is not None else 0
+        recorder.stopping = True
+
+    def unpaired(self) -> list[tuple[str, str]]:
+        """Pairs that should be linked and are not, in a stable order.
+
+        Neighbours in the topology must be linked, both ways, over a live
+        connection; and any link a node holds (discovery may add some) must
+        have its connection back, not be waiting for one.
+        """
+        pairs: dict[tuple[str, str], None] = {}
+        for u, v in self.graph.edges():
+            pairs[(u, v) if u < v else (v, u)] = None
+        for host, node in self.nodes.items():
+            if host not in self.down:
+                for peer in node.links:
+                    pairs[(host, peer) if host < peer else (peer, host)] = None
+        return [pair for pair in sorted(pairs) if not self._linked(*pair)]
+
+    def _linked(self, u: str, v: str) -> bool:
+        if u in self.down or v in self.down:
+            return False
+        there = self.nodes[u].links.get(v)
+        back = self.nodes[v].links.get(u)
+        return (
+            there is not None
+            and back is not None
+            and there.connected
+            and back.connected
+        )
+
+    def _watch(self) -> None:
+        """Run the edge watcher on a live host (a crash would silence it)."""
+        live = [h for h in self.hosts if h not in self.down and h in self.nodes]
+        if not self.recorder.edges or not live:
+            self._watcher = None
+            return
+        self._watcher = live[0]
+        runtime = self.network.runtime(live[0])
+        watcher = _watch_edges(runtime, self.nodes, self.recorder)
+        self._tasks.append(runtime.spawn(watcher, name="watch"))
+
+    # -- faults ----------------------------------------------------------------
+
+    def crashed(self, host: str) -> None:
+        """The host died: its node's tasks are gone, its state with them."""
+        now = self.network.runtime(host).now()
+        self.down[host] = now
+        self.recorder.crashes.setdefault(host, []).append(now)
+        if host == self._watcher:
+            self._watch()
+
+    def restarted(self, host: str) -> None:
+        """The host is back, empty: start its node and roles again."""
+        self.down.pop(host, None)
+        runtime = self.network.runtime(host)
+        self.recorder.restarts.setdefault(host, []).append(runtime.now())
+        if host in self.addresses:
+            runtime.spawn(self._restart(host), name="restart")
+        if self._watcher is None and self.recorder.edges:
+            self._watch()
+
+    async def _restart(self, host: str) -> None:
+        self.lives[host] += 1
+        await self._start_node(host, self.addresses[host][1])
+        node = self.nodes[host]
+        for neighbour in self.graph.neighbors(host):
+            dial = _first_link(
+                node, neighbour, self.addresses[neighbour], self.recorder
+            )
+            self._tasks.append(node.runtime.spawn(dial, name=f"link-{neighbour}"))
+        if self.until is not None:
+            self._run_roles(host)
+
+    async def _start_node(self, host: str, port: int) -> None:
+        runtime = self.network.runtime(host)
+        node = Node(runtime, host, settings=self.scenario.settings, port=port)
         await node.start()
-        for role in scenario.roles:
+        for role in self.scenario.roles:
             if role.applies_to(host):
                 await node.subscribe(*role.subscribe)
-        nodes[host] = node
-    addresses = {host: node.address for host, node in nodes.items()}
+        self.nodes[host] = node
+        self.addresses[host] = node.address
 
-    first = network.runtime(hosts[0])
-    recorder.start = first.now()
-    tasks = _keep_neighbours_linked(graph, nodes, addresses, recorder)
-    await _await_convergence(first, nodes, scenario.settings, recorder)
-
-    until = first.now() + scenario.duration_s
-    for host, node in nodes.items():
-        tasks.append(node.runtime.spawn(_consume(node, recorder), name="consume"))
-        for role in scenario.roles:
+    def _run_roles(self, host: str) -> None:
+        node = self.nodes[host]
+        spawn = node.runtime.spawn
+        life = self.lives[host]
+        assert self.until is not None
+        self._tasks.append(spawn(_consume(node, life, self.recorder), name="consume"))
+        for role in self.scenario.roles:
             if role.applies_to(host):
                 for spec in role.publish:
-                    tasks.append(
-                        node.runtime.spawn(
-                            _publish(node, spec, until, recorder), name="publish"
-                        )
-                    )
-    await first.sleep(until + scenario.drain_s - first.now())
-    recorder.links = sum(len(n.links) for n in nodes.values()) // 2
-    recorder.reconnections = sum(n.statistics().reconnections for n in nodes.values())
-    for edge_key, record in recorder.edges.items():
-        link = nodes[edge_key[0]].links.get(edge_key[1])
-        record.reconnections = link.reconnections if link is not None else 0
-    recorder.stopping = True
-    for node in nodes.values():
-        await node.stop()
-    for task in tasks:
-        task.cancel()
+                    publisher = _publish(node, life, spec, self.until, self.recorder)
+                    self._tasks.append(spawn(publisher, name="publish"))
 
 
 def _keep_neighbours_linked(
@@ -577,18 +762,13 @@ def _keep_neighbours_linked(
     recorder: Recorder,
 ) -> list[Task[None]]:
     tasks: list[Task[None]] = []
-    edges = []
     for u, v in graph.edges():
         # The smaller name dials, so that each edge gets one link.
         dialer, target = (u, v) if u < v else (v, u)
         recorder.edge(u, v)
-        edges.append((nodes[dialer], target))
         node = nodes[dialer]
         dial = _first_link(node, target, addresses[target], recorder)
         tasks.append(node.runtime.spawn(dial, name=f"link-{target}"))
-    if edges:
-        runtime = edges[0][0].runtime
-        tasks.append(runtime.spawn(_watch_edges(edges, recorder), name="watch"))
     return tasks
 
 
@@ -641,14 +821,20 @@ async def _first_link(
 _WATCH_S = 0.05
 
 
-async def _watch_edges(edges: list[tuple[Node, str]], recorder: Recorder) -> None:
-    """Record when each edge's link comes up and goes down."""
-    runtime = edges[0][0].runtime
-    records = [recorder.edge(node.name, target) for node, target in edges]
+async def _watch_edges(
+    runtime: Runtime, nodes: dict[str, Node], recorder: Recorder
+) -> None:
+    """Record when each edge's link comes up and goes down.
+
+    Nodes are looked up by name at each sample, so that a restarted host's
+    new node is the one watched.
+    """
+    edges = list(recorder.edges)
+    records = [recorder.edges[edge] for edge in edges]
     while not recorder.stopping:
         now = runtime.now() - recorder.start
-        for (node, target), record in zip(edges, records, strict=True):
-            link = node.links.get(target)
+        for (dialer, target), record in zip(edges, records, strict=True):
+            link = nodes[dialer].links.get(target)
             up = link is not None and link.connected
             if up and not record.up:
                 record.linked_at.append(now)
@@ -657,7 +843,7 @@ async def _watch_edges(edges: list[tuple[Node, str]], recorder: Recorder) -> Non
         await runtime.sleep(_WATCH_S)
 
 
-async def _consume(node: Node, recorder: Recorder) -> None:
+async def _consume(node: Node, life: int, recorder: Recorder) -> None:
     runtime = node.runtime
     try:
         while True:
@@ -669,27 +855,48 @@ async def _consume(node: Node, recorder: Recorder) -> None:
             link = recorder.link(message.source, node.name)
             link.delivered += 1
             link.latencies.append(message.latency)
+            match message.data:
+                case [str() as source, int() as source_life, int() as seq, _]:
+                    recorder.receipts.append(
+                        Receipt(
+                            node.name,
+                            life,
+                            source,
+                            source_life,
+                            message.topic,
+                            seq,
+                            message.received_at,
+                        )
+                    )
     except ClosedResourceError:
         return
 
 
 async def _publish(
-    node: Node, spec: PublishSpec, until: float, recorder: Recorder
+    node: Node, life: int, spec: PublishSpec, until: float, recorder: Recorder
 ) -> None:
     runtime = node.runtime
     interval = 1.0 / spec.rate_hz
-    payload = b"\x00" * spec.size_bytes
+    padding = b"\x00" * spec.size_bytes
     record = recorder.topic(spec.topic)
     # A random phase, so that publishers do not all fire at the same instant.
     await runtime.sleep(runtime.random.uniform(0.0, interval))
-    while runtime.now() < until:
+    for seq in itertools.count():
+        if runtime.now() >= until:
+            return
         # The links publish() will use, taken in the same step, so that the
-        # per-link count of sent messages matches what was sent.
+        # per-link count of sent messages matches what was sent, and the
+        # checker knows whom each message was meant for.
         targets = [n for n, link in node.links.items() if spec.topic in link.topics]
+        payload = [node.name, life, seq, padding]
+        at = runtime.now()
         try:
             record.sent += await node.publish(spec.topic, payload)
         except ClosedResourceError:
             return
         for target in targets:
             recorder.link(node.name, target).sent += 1
+        recorder.publications.append(
+            Publication(node.name, life, spec.topic, seq, at, tuple(targets))
+        )
         await runtime.sleep(interval)

@@ -8,14 +8,16 @@ from typing import Any
 
 import networkx as nx
 
+from chaski_actors.faults import Fault
 from chaski_actors.metrics import LatencySummary
 from chaski_actors.report import build_report
-from chaski_actors.scenario import Progress, Recorder, Scenario, build_graph, play
+from chaski_actors.scenario import Cast, Progress, Recorder, Scenario, build_graph
 
+from .faults import FaultTimeline, chaos_schedule
 from .harness import SimulationStuckError
 from .network import NetworkStatistics, SimNetwork
 
-__all__ = ["Progress", "SimReport", "sim_report", "simulate"]
+__all__ = ["Progress", "SimReport", "scenario_faults", "sim_report", "simulate"]
 
 # How many times a run reports its progress: often enough for a smooth bar,
 # rarely enough that stepping the simulation costs nothing measurable.
@@ -38,6 +40,7 @@ class SimReport:
     trace_digest: str
     trace_events: int
     graph: nx.Graph[str] | None = None
+    faults: tuple[Fault, ...] = ()
 
     def summaries(self) -> dict[str, LatencySummary | None]:
         return self.recorder.summaries()
@@ -51,10 +54,18 @@ def simulate(
     graph = build_graph(scenario)
     recorder = Recorder()
     network = SimNetwork(graph, seed=seed)
+    faults = scenario_faults(scenario, seed)
+    cast = Cast(network, graph, scenario, recorder)
+    timeline = FaultTimeline(network, on_crash=cast.crashed, on_restart=cast.restarted)
+    timeline.schedule(faults)
 
     started = perf_counter()
-    _run(network, play(network, graph, scenario, recorder), scenario, progress)
+    _run(network, cast.play(), scenario, progress)
     wall_s = perf_counter() - started
+    recorder.fault_windows = [
+        (f.at_s - recorder.start, (f.heals_at or f.at_s) - recorder.start, f.what)
+        for f in faults
+    ]
     return SimReport(
         scenario=scenario.name,
         seed=seed,
@@ -67,7 +78,18 @@ def simulate(
         trace_digest=network.trace.digest(),
         trace_events=network.trace.count,
         graph=graph,
+        faults=faults,
     )
+
+
+def scenario_faults(scenario: Scenario, seed: int) -> tuple[Fault, ...]:
+    """The scenario's own faults and, with a [chaos] table, seed's random ones."""
+    if scenario.chaos is None:
+        return scenario.faults
+    graph = build_graph(scenario)
+    links = [(str(u), str(v)) for u, v in graph.edges()]
+    drawn = chaos_schedule(scenario.chaos, seed, list(graph.nodes), links)
+    return tuple(sorted((*scenario.faults, *drawn), key=lambda f: f.at_s))
 
 
 def _run(
