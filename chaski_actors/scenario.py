@@ -58,9 +58,14 @@ publisher sends is ``[name, life, seq, padding]``, and the recorder keeps
 whom each message was meant for and who got it, for the delivery checker
 (:mod:`chaski_actors.chaos`).
 
-Remote calls. A role will be able to call methods on remote actors (a
-``call`` key) once remote actors are part of the framework; the key is
-reserved now, and a file that uses it is refused with a message saying so.
+Remote calls. A role with ``serve = true`` registers an echo service on its
+hosts (:mod:`chaski_actors.remote`); a role with
+``call = [{ name = "lookup", hosts = ["core"], rate_hz = 5.0, size_bytes = 128 }]``
+calls ``echo`` with that many bytes on the listed hosts in turn, at that
+rate, each call in its own task. The report lists them as the topic
+``call:<name>``, with the round-trip time as the latency and a failed or
+timed-out call as lost. A host calls only hosts it is linked to: a
+neighbour, or a peer that discovery paired it with.
 
 The actor code that plays the roles (:func:`play`) is backend-neutral: the
 simulator and the real backend run the very same coroutine.
@@ -82,12 +87,15 @@ from .errors import ClosedResourceError, ConfigError, ConnectError
 from .faults import ChaosSpec, Fault, parse_chaos, parse_faults
 from .metrics import LatencySummary, summarize
 from .node import Node
+from .remote import Remote
 from .runtime import Address, Runtime, Task, derive_seed
+from .scenario_calls import check_calls, make_calls, serve
 from .settings import Settings
 from .testing import eventually
 
 __all__ = [
     "GENERATORS",
+    "CallSpec",
     "Cast",
     "EdgeRecord",
     "LinkRecord",
@@ -129,10 +137,24 @@ class PublishSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CallSpec:
+    """Remote calls a role makes: ``echo`` on the ``hosts``, in turn."""
+
+    name: str
+    hosts: tuple[str, ...]
+    rate_hz: float
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class RoleSpec:
     hosts: tuple[str, ...] | None  # None means every host
     subscribe: tuple[str, ...] = ()
     publish: tuple[PublishSpec, ...] = ()
+    # Remote calls: whether these hosts serve the echo service, and the calls
+    # they make (see chaski_actors.scenario_calls).
+    serve: bool = False
+    call: tuple[CallSpec, ...] = ()
 
     def applies_to(self, host: str) -> bool:
         return self.hosts is None or host in self.hosts
@@ -317,12 +339,7 @@ def _parse_topology(t: _Reader, base: Path | None) -> TopologySpec:
 
 
 def _parse_role(r: _Reader) -> RoleSpec:
-    if "call" in r.table:
-        raise ConfigError(
-            f"{r.source}: {r.prefix}call: remote calls in roles are reserved for "
-            "remote actors, which this version does not have yet; remove the key"
-        )
-    r.check_keys({"hosts", "subscribe", "publish"})
+    r.check_keys({"hosts", "subscribe", "publish", "serve", "call"})
     hosts = r.get("hosts", (str, list), '"all" or a list of host names', "all")
     if isinstance(hosts, str):
         if hosts != "all":
@@ -349,7 +366,33 @@ def _parse_role(r: _Reader) -> RoleSpec:
                 size_bytes=size,
             )
         )
-    return RoleSpec(host_tuple, tuple(subscribe), tuple(publishes))
+    calls = []
+    for i, raw in enumerate(r.get("call", (list,), "a list of tables", [])):
+        if not isinstance(raw, dict):
+            raise r.error("call", "a list of tables")
+        c = _Reader(r.source, raw, f"{r.prefix}call[{i}].")
+        c.check_keys({"name", "hosts", "rate_hz", "size_bytes"})
+        targets = c.get("hosts", (list,), "a list of host names", _REQUIRED)
+        if not targets or not all(isinstance(t, (str, int)) for t in targets):
+            raise c.error("hosts", "a non-empty list of host names")
+        size = c.get("size_bytes", (int,), "an integer number of bytes", 64)
+        if size < 0:
+            raise c.error("size_bytes", "a size >= 0")
+        calls.append(
+            CallSpec(
+                name=c.get("name", (str,), "a name", "echo"),
+                hosts=tuple(str(t) for t in targets),
+                rate_hz=c.number("rate_hz", 1.0),
+                size_bytes=size,
+            )
+        )
+    return RoleSpec(
+        host_tuple,
+        tuple(subscribe),
+        tuple(publishes),
+        serve=r.get("serve", (bool,), "true or false", False),
+        call=tuple(calls),
+    )
 
 
 # -- the graph ---------------------------------------------------------------
@@ -618,6 +661,7 @@ class Cast:
         self.until: float | None = None
         self._tasks: list[Task[None]] = []
         self._watcher: str | None = None
+        self.remotes: dict[str, Remote | None] = {}
 
     def __repr__(self) -> str:
         down = list(self.down)
@@ -625,6 +669,7 @@ class Cast:
 
     async def play(self) -> None:
         scenario, recorder = self.scenario, self.recorder
+        check_calls(self.graph, scenario)
         for host in self.hosts:
             if host not in self.down:
                 await self._start_node(host, 0)
@@ -741,6 +786,7 @@ class Cast:
                 await node.subscribe(*role.subscribe)
         self.nodes[host] = node
         self.addresses[host] = node.address
+        self.remotes[host] = serve(node, self.scenario)
 
     def _run_roles(self, host: str) -> None:
         node = self.nodes[host]
@@ -753,6 +799,12 @@ class Cast:
                 for spec in role.publish:
                     publisher = _publish(node, life, spec, self.until, self.recorder)
                     self._tasks.append(spawn(publisher, name="publish"))
+                remote = self.remotes[host]
+                for call in role.call:
+                    # serve() gave every host with calls a Remote.
+                    assert remote is not None
+                    calling = make_calls(remote, call, self.until, self.recorder)
+                    self._tasks.append(spawn(calling, name="calls"))
 
 
 def _keep_neighbours_linked(

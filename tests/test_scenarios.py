@@ -77,10 +77,34 @@ def _scenario(**tables: object) -> dict[str, object]:
     return {"topology": {"generator": "path_graph", "params": {"n": 2}}, **tables}
 
 
-def test_remote_calls_are_reserved_with_a_message() -> None:
-    data = _scenario(roles=[{"hosts": "all", "call": [{"method": "x"}]}])
-    with pytest.raises(ConfigError, match=r"roles\[0\]\.call: remote calls"):
+def test_calls_need_a_serving_host() -> None:
+    data = _scenario(
+        roles=[{"hosts": ["0"], "call": [{"hosts": ["1"], "rate_hz": 2.0}]}]
+    )
+    scenario = parse_scenario(data, source="s.toml")
+    with pytest.raises(ConfigError, match="'1' serves nothing"):
+        simulate(scenario)
+    data["roles"].append({"hosts": ["1"], "serve": "yes"})  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"roles\[1\]\.serve = 'yes'"):
         parse_scenario(data, source="s.toml")
+
+
+def test_remote_calls_measure_the_round_trip() -> None:
+    data = _scenario(
+        roles=[
+            {"hosts": ["1"], "serve": True},
+            {"hosts": ["0"], "call": [{"name": "q", "hosts": ["1"], "rate_hz": 4.0}]},
+        ],
+        scenario={"duration_s": 2.0, "drain_s": 1.0},
+    )
+    data["topology"]["links"] = {"latency_ms": 10.0}  # type: ignore[index]
+    scenario = parse_scenario(data, source="s.toml")
+    report = sim_report(scenario, simulate(scenario))
+
+    calls = report["topics"]["call:q"]
+    assert calls["sent"] == calls["delivered"] == 8
+    # Two crossings of a 10 ms link, and nothing else takes virtual time.
+    assert calls["latency_ms"]["p50_ms"] == pytest.approx(20.0, abs=0.5)
 
 
 def test_distance_latency_needs_positions() -> None:
