@@ -368,3 +368,20 @@ def test_a_call_survives_a_reset_and_runs_once(backend: Backend) -> None:
 
     answer, runs, reconnections = backend.run(main)
     assert (answer, runs, reconnections) == ("answer", 1, 1)
+
+
+def test_a_module_can_be_registered(backend: Backend) -> None:
+    import math
+
+    async def main(net: Any) -> tuple[float, float, str]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack)
+            owner.register("math", math, expose=["sqrt", "pi"])
+            proxy = await caller.proxy("b", "math")
+            with pytest.raises(RefusedNameError) as info:
+                await proxy.floor(2.5)
+            return await proxy.sqrt(16.0), await proxy.pi, str(info.value)
+
+    root, pi, refused = backend.run(main)
+    assert (root, pi) == (4.0, pytest.approx(3.141592653589793))
+    assert refused == "math.floor is not exposed by b"
