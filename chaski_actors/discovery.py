@@ -21,6 +21,10 @@ learns of the rest through announcements flooded over the links that exist:
   one's last announcement; these answers are rate-limited to one per
   ``keepalive_interval_s``, which bounds the floods a burst of newcomers
   can cause.
+* When two nodes link, each introduces the other to its peers that share a
+  topic with it (an announcement with id 0, one hop, not relayed), and so
+  each topic's nodes close triangles without a flood: partners of partners
+  pair directly.
 * A node dials only while it has fewer than ``max_connections`` links; the
   dialled side refuses beyond its own limit. Pairs kept apart by the limit
   can still exchange messages when ``propagation_ttl`` is set: publishes
@@ -37,8 +41,19 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
-__all__ = ["Announcement", "Discovery", "DiscoveryStatistics", "SeenSet"]
+__all__ = [
+    "INTRODUCTION",
+    "Announcement",
+    "Discovery",
+    "DiscoveryStatistics",
+    "SeenSet",
+]
+
+# The announcement id of an introduction: a node's announcement of one of
+# its peers to another, sent one hop and never relayed nor remembered.
+INTRODUCTION: Final = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,8 @@ class Discovery:
     def receive(self, announcement: Announcement) -> tuple[bool, Announcement | None]:
         """Whether it is new, and the copy to relay onwards (None: relay none)."""
         self.received += 1
+        if announcement.ident == INTRODUCTION:
+            return True, None
         if not self.seen.first_sight((announcement.origin, announcement.ident)):
             self.duplicates += 1
             return False, None

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BrokenResourceError, ClosedResourceError
 from .metrics import RttEstimator
 from .protocol import ACK, HEARTBEAT, SEQ, LinkProtocol
-from .runtime import Stream, Task, Timer
+from .runtime import Address, Stream, Task, Timer
 from .session import Session
 from .sync import Event, Queue
 
@@ -76,6 +76,9 @@ class Link:
         self.session = session
         self.dialled = dialled
         self.stream: Stream | None = None
+        # Where the dialling side reconnects: the address it dialled, which
+        # may be a proxy or a NAT's, rather than the one the peer advertises.
+        self.dial_address: Address | None = None
         self.protocol = LinkProtocol(max_frame_size=node.settings.max_frame_size)
         self.topics: set[str] = set(peer.topics)
         self.opened_at = node.runtime.now()

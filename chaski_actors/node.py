@@ -26,8 +26,9 @@ Failures
 --------
 A connection that ends, resets, breaks the protocol or stays silent for
 ``dead_after_s`` is detached from its link. The side that dialled then
-reconnects to the peer's advertised address with exponential backoff and
-jitter (``reconnect_*`` settings); the other side keeps the session for
+reconnects, to the address it dialled (for links made by discovery, the
+one the peer advertised), with exponential backoff and jitter
+(``reconnect_*`` settings); the other side keeps the session for
 ``session_linger_s``. Publishes meanwhile go into the session's bounded
 buffer and flow when the link is back. A ``BYE`` (the peer stopping) or a
 protocol error ends the session at once.
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .codec import decode_frame
-from .discovery import Announcement, Discovery, DiscoveryStatistics
+from .discovery import INTRODUCTION, Announcement, Discovery, DiscoveryStatistics
 from .errors import (
     BrokenResourceError,
     ClosedResourceError,
@@ -243,6 +244,7 @@ class Node:
         self._dialling: dict[str, None] = {}
         self._announce_timer: Timer | None = None
         self._last_announce = -math.inf
+        self._announce_soon_pending = False
         self.discovery = Discovery(
             name,
             memory=self.settings.discovery_memory,
@@ -342,7 +344,11 @@ class Node:
 
     def _link_at(self, host: str, port: int) -> Link | None:
         return next(
-            (link for link in self.links.values() if link.peer.address == (host, port)),
+            (
+                link
+                for link in self.links.values()
+                if (host, port) in (link.peer.address, link.dial_address)
+            ),
             None,
         )
 
@@ -416,6 +422,8 @@ class Node:
 
         if link is None:
             link = self._new_link(hello, dialled=dialled)
+        if dialled and link.dial_address is None:
+            link.dial_address = stream.peer_address
         await self._attach(link, stream, protocol, hello, continued)
 
         # Topics changed while the hellos crossed: the peer has not heard.
@@ -550,7 +558,9 @@ class Node:
         self._pairing.set()
         await link.resume(backlog)
         if link.connections == 1 and len(self.links) == 1 and self.topics:
-            self._announce_soon()
+            self._announce_soon()  # joined the network: introduce ourselves
+        if link.connections == 1:
+            await self._introduce(link)
 
     def _hello_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -722,7 +732,7 @@ class Node:
             delay = min(delay * settings.reconnect_multiplier, settings.reconnect_max_s)
 
     async def _reconnect_once(self, link: Link) -> bool:
-        host, port = link.peer.address
+        host, port = link.dial_address or link.peer.address
         try:
             stream = await self._dial(host, port)
         except ConnectError as exc:
@@ -869,15 +879,23 @@ class Node:
     # -- discovery -------------------------------------------------------------
 
     def _announce_soon(self) -> None:
-        """Announce now, or once the rate limit allows (one pending at most)."""
-        if self._stopped or self._announce_timer is not None:
+        """Announce now, or once the rate limit allows (one pending at most).
+
+        The periodic announcement's timer is replaced: it restarts from this
+        announcement.
+        """
+        if self._stopped or self._announce_soon_pending:
             return
+        if self._announce_timer is not None:
+            self._announce_timer.cancel()
+        self._announce_soon_pending = True
         wait = self._last_announce + self.settings.keepalive_interval_s
         delay = max(0.0, wait - self.runtime.now())
         self._announce_timer = self.runtime.call_later(delay, self._announce_due)
 
     def _announce_due(self) -> None:
         self._announce_timer = None
+        self._announce_soon_pending = False
         if self._stopped or not self.topics:
             return
         self._last_announce = self.runtime.now()
@@ -897,6 +915,24 @@ class Node:
                 continue
             await self._send_quietly(link, ANNOUNCE, *fields)
 
+    async def _introduce(self, link: Link) -> None:
+        """Tell a new peer and our other peers about each other, where they share
+        a topic: whichever of each such pair has the smaller name dials.
+
+        This closes triangles within a topic at the cost of a frame per
+        neighbour, where a flood would cost one per link within the ttl.
+        """
+        new = link.peer
+        for other in list(self.links.values()):
+            if other is link or not other.connected:
+                continue
+            if not other.topics.intersection(link.topics):
+                continue
+            await self._send_quietly(
+                link, ANNOUNCE, *_introduction(other.peer, other.topics)
+            )
+            await self._send_quietly(other, ANNOUNCE, *_introduction(new, link.topics))
+
     async def _announced(self, link: Link, announcement: Announcement) -> None:
         new, onward = self.discovery.receive(announcement)
         if not new:
@@ -914,10 +950,7 @@ class Node:
             self.runtime.spawn(
                 self._pair(announcement), name=f"pair-{announcement.origin}"
             )
-        elif want == "answer":
-            if self._announce_timer is not None:
-                self._announce_timer.cancel()
-                self._announce_timer = None
+        elif want == "answer" and announcement.ident != INTRODUCTION:
             self._announce_soon()
         if onward is not None:
             await self._flood(onward, link)
@@ -1119,6 +1152,19 @@ def _link_statistics(link: Link) -> LinkStatistics:
         connections=link.connections,
         reconnections=link.reconnections,
     )
+
+
+def _introduction(peer: PeerInfo, topics: Iterable[str]) -> tuple[object, ...]:
+    """An announcement of ``peer`` on its behalf, for one hop only."""
+    return Announcement(
+        peer.name,
+        peer.node_id,
+        peer.address[0],
+        peer.address[1],
+        tuple(sorted(topics)),
+        INTRODUCTION,
+        1,
+    ).fields()
 
 
 # Frames that belong to one connection and are never numbered.

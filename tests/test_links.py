@@ -219,3 +219,153 @@ def test_ping_keeps_a_smoothed_estimate_over_both_transports(
         assert over_udp == pytest.approx([0.020] * 3, abs=1e-12)
         assert stats.srtt == pytest.approx(0.020, abs=1e-12)
         assert summary.p99 == pytest.approx(0.020, abs=1e-12)
+
+
+# -- discovery -----------------------------------------------------------------
+
+
+def test_nodes_sharing_a_topic_pair_through_a_hub(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[str], list[str], Any, list[str]]:
+        hub = Node(net.runtime("b"), "b", settings=STEADY)
+        a = Node(net.runtime("a"), "a", settings=STEADY)
+        c = Node(net.runtime("c"), "c", settings=STEADY)
+        for node in (hub, a, c):
+            await node.start()
+        await c.subscribe("t")
+        await c.connect(*hub.address)  # c announces before a is there
+        await a.subscribe("t", "only-a")
+        await a.connect(*hub.address)
+        partners = await a.paired("t", timeout=5.0)
+        await c.paired("t", timeout=5.0)
+        await a.publish("t", "direct")
+        message = await c.receive()
+        result = partners, sorted(c.links), message.source, sorted(hub.links)
+        for node in (a, c, hub):
+            await node.stop()
+        return result
+
+    partners, c_links, source, hub_links = backend.run(main)
+    assert partners == ["c"]
+    assert c_links == ["a", "b"]
+    assert source == "a"
+    assert hub_links == ["a", "c"]
+
+
+def test_paired_times_out_without_a_partner(backend: Backend) -> None:
+    async def main(net: Any) -> bool:
+        async with Node(net.runtime("a"), "a") as a:
+            await a.subscribe("lonely")
+            with pytest.raises(TimeoutError):
+                await a.paired("lonely", timeout=0.2)
+            return True
+
+    assert backend.run(main)
+
+
+def test_propagation_reaches_a_subscriber_beyond_max_connections() -> None:
+    # a - b - c in a line, each allowed one more link than it has: a and c
+    # share a topic but cannot pair, so b (not subscribed) forwards.
+    settings = STEADY.replace(max_connections=2, propagation_ttl=3)
+
+    async def main(net: Any) -> tuple[list[Any], list[str], int]:
+        a = Node(net.runtime("a"), "a", settings=settings.replace(max_connections=1))
+        b = Node(net.runtime("b"), "b", settings=settings)
+        c = Node(net.runtime("c"), "c", settings=settings.replace(max_connections=1))
+        for node in (a, b, c):
+            await node.start()
+        await a.subscribe("t")
+        await c.subscribe("t")
+        await a.connect(*b.address)
+        await c.connect(*b.address)
+        await a.runtime.sleep(1.0)
+        for i in range(3):
+            await a.publish("t", i)
+        got = [(await c.receive()) for _ in range(3)]
+        return (
+            [(m.data, m.source) for m in got],
+            sorted(c.links),
+            b.statistics().forwarded,
+        )
+
+    got, c_links, forwarded = Backend("sim").run(main)
+    assert got == [(0, "a"), (1, "a"), (2, "a")]
+    assert c_links == ["b"]
+    assert forwarded == 3
+
+
+def _overlay(n: int, seed: int) -> tuple[nx.Graph[str], list[tuple[str, str]]]:
+    """A star-free random network: a random tree of hosts, plus who dials whom."""
+    import random
+
+    rng = random.Random(seed)
+    graph: nx.Graph[str] = nx.Graph()
+    names = [f"n{i:04d}" for i in range(n)]
+    graph.add_node(names[0])
+    dials = []
+    for i in range(1, n):
+        parent = names[rng.randrange(i)]
+        graph.add_edge(names[i], parent, latency=0.005)
+        dials.append((names[i], parent))
+    return graph, dials
+
+
+async def converge(
+    net: Any, n: int, topics: int, seed: int, settings: Settings
+) -> tuple[float, int, int]:
+    """Start n nodes on a random tree overlay with random subscriptions.
+
+    Returns the time until every pair sharing a topic is linked (or can
+    reach each other through propagation), the pairs, and how many links.
+    """
+    import random
+
+    rng = random.Random(seed)
+    names = sorted(net.hosts)
+    nodes = {name: Node(net.runtime(name), name, settings=settings) for name in names}
+    subscriptions: dict[str, list[str]] = {}
+    for name in names:
+        chosen = sorted(rng.sample([f"t{k}" for k in range(topics)], 1))
+        subscriptions[name] = chosen
+    start = net.now()
+    _graph, dials = _overlay(n, seed)
+    for node in nodes.values():
+        await node.start()
+    for name in names:
+        await nodes[name].subscribe(*subscriptions[name])
+    for name, parent in dials:
+        await nodes[name].connect(*nodes[parent].address)
+
+    by_topic: dict[str, list[str]] = {}
+    for name in names:
+        for topic in subscriptions[name]:
+            by_topic.setdefault(topic, []).append(name)
+    pairs = [
+        (x, y)
+        for members in by_topic.values()
+        for i, x in enumerate(members)
+        for y in members[i + 1 :]
+    ]
+
+    def converged() -> bool:
+        return all(
+            y in nodes[x].links and nodes[x].links[y].connected for x, y in pairs
+        )
+
+    await eventually(net.runtime(names[0]), converged, timeout=600, interval=0.1)
+    took = net.now() - start
+    links = sum(len(node.links) for node in nodes.values()) // 2
+    for node in nodes.values():
+        await node.stop()
+    return took, len(pairs), links
+
+
+def test_discovery_converges_on_a_random_overlay() -> None:
+    n = 40
+    graph, _ = _overlay(n, seed=7)
+    result = Backend("sim").run(
+        lambda net: converge(net, n, topics=4, seed=7, settings=STEADY), graph=graph
+    )
+    took, pairs, links = result
+    assert pairs > 100
+    assert links >= pairs
+    assert took < 120.0
