@@ -213,6 +213,11 @@ class RealRuntime(Runtime):
         except (OSError, ssl.SSLError, TimeoutError, CertificateError) as exc:
             security_log.info("refused %s:%s: %s", *peer, _why_refused(exc))
             (protocol.transport or raw).abort()
+            # asyncio does not tell the protocol of a connection lost during
+            # the handshake, so its slot is given back here.
+            if protocol.on_lost is not None:
+                protocol.on_lost(protocol)
+                protocol.on_lost = None
             return
         await handler(RealStream(protocol, identity))
 
@@ -266,6 +271,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.lost = True
         if self.on_lost is not None:
             self.on_lost(self)
+            self.on_lost = None
         if exc is not None:
             self.error = exc
         self.eof = True

@@ -1,0 +1,231 @@
+"""Hostile input: fuzzing every protocol state machine, and a node as a whole.
+
+Each machine is fed bytes or values that hypothesis makes up, and the rule is
+the same for all of them: the documented ProtocolError is the only exception
+that may come out. The example count is 100 by default, to keep the suite
+fast; ``CHASKI_FUZZ_EXAMPLES=N`` runs N per test for a longer campaign.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import networkx as nx
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from chaski_actors import Node, ProtocolError
+from chaski_actors.codec import FrameDecoder, encode_frame
+from chaski_actors.discovery import Announcement, Discovery
+from chaski_actors.enrolment import (
+    ENROLMENT_MAX_FRAME,
+    ISSUED,
+    REFUSED,
+    REQUEST,
+    EnrolmentClient,
+    EnrolmentServer,
+)
+from chaski_actors.files import Files
+from chaski_actors.protocol import HELLO, SCHEMAS, LinkProtocol, LinkState
+from chaski_actors.remote import Remote
+from chaski_actors.session import Session
+from chaski_actors.sim.harness import run_sim
+from chaski_actors.streamer import Streams
+
+EXAMPLES = int(os.environ.get("CHASKI_FUZZ_EXAMPLES", "100"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Kinds that exist, and a few that do not.
+kinds = st.sampled_from(sorted(SCHEMAS)) | st.integers(-3, 300)
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    """One well-framed frame: mostly the right shape, with made-up fields."""
+    kind = draw(kinds)
+    schema = SCHEMAS.get(kind)
+    count = len(schema.fields) if schema and draw(st.booleans()) else None
+    fields = draw(st.lists(values, min_size=count or 0, max_size=count or 7))
+    try:
+        return encode_frame([kind, *fields])
+    except ProtocolError:
+        assume(False)
+        raise
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, start = [], 0
+    for point in [*points, len(data)]:
+        pieces.append(data[start:point])
+        start = point
+    return [piece for piece in pieces if piece]
+
+
+stream_bytes = st.lists(frames() | st.binary(max_size=64), max_size=8).map(b"".join)
+cuts = st.lists(st.integers(0, 10_000), max_size=6)
+
+
+@FUZZ
+@given(stream_bytes, cuts)
+def test_frame_decoder(data: bytes, where: list[int]) -> None:
+    decoder = FrameDecoder(max_frame_size=4096)
+    try:
+        for piece in chunked(data, where):
+            decoder.feed(piece)
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(stream_bytes, cuts, st.booleans())
+def test_link_protocol(data: bytes, where: list[int], greeted: bool) -> None:
+    protocol = LinkProtocol(max_frame_size=4096)
+    hello = protocol.encode(HELLO, "x", "id", "h", 1, [], {})
+    if greeted:
+        data = hello + data
+    accepted = []
+    for piece in chunked(data, where):
+        got, error = protocol.receive_data(piece)
+        accepted += got
+        assert error is None or isinstance(error, ProtocolError)
+        if error is not None:
+            assert protocol.state is LinkState.CLOSED
+            break
+    # Nothing is handed on before the peer's hello.
+    assert not accepted or accepted[0].kind == HELLO
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["ack", "seq", "resume"]), values)))
+def test_session(events: list[tuple[str, Any]]) -> None:
+    session = Session(4)
+    for _ in range(3):
+        session.push(b"frame")
+    for event, value in events:
+        number = value if type(value) is int else 0
+        try:
+            if event == "ack":
+                session.acknowledge(number)
+            elif event == "seq":
+                session.accept(number)
+            else:
+                session.resume(
+                    continued=bool(value), peer_received=number, peer_base=number
+                )
+        except ProtocolError:
+            pass
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.text(max_size=4), st.integers(), st.integers())))
+def test_discovery(announcements: list[tuple[str, int, int]]) -> None:
+    discovery = Discovery("me", memory=8, ttl=4)
+    for origin, ident, ttl in announcements:
+        announcement = Announcement(origin, "id", "h", 1, ("t",), ident, ttl)
+        new, relay = discovery.receive(announcement)
+        if relay is not None:
+            assert relay.ttl == ttl - 1 and new
+        discovery.wants(announcement, ["t"], linked=False)
+
+
+@st.composite
+def enrolment_frames(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from([REQUEST, ISSUED, REFUSED]) | st.integers(-2, 9))
+    fields = draw(st.lists(st.binary(max_size=64) | values, max_size=5))
+    try:
+        return encode_frame([kind, *fields], max_frame_size=ENROLMENT_MAX_FRAME)
+    except ProtocolError:
+        assume(False)
+        raise
+
+
+enrolment_bytes = st.lists(enrolment_frames() | st.binary(max_size=48), max_size=4)
+
+
+@FUZZ
+@given(enrolment_bytes.map(b"".join), cuts)
+def test_enrolment_server(data: bytes, where: list[int]) -> None:
+    server = EnrolmentServer(["00" * 16])
+    try:
+        for piece in chunked(data, where):
+            server.receive_data(piece)
+    except ProtocolError:
+        pass
+
+
+_KEY = ed25519.Ed25519PrivateKey.generate()
+
+
+@FUZZ
+@given(enrolment_bytes.map(b"".join), cuts)
+def test_enrolment_client(data: bytes, where: list[int]) -> None:
+    client = EnrolmentClient(
+        "n", _KEY, token="00" * 16, ca_fingerprint="ab" * 32, nonce=bytes(32)
+    )
+    client.request()
+    try:
+        for piece in chunked(data, where):
+            assert client.receive_data(piece, now=NOW) is None
+    except ProtocolError:
+        pass
+
+
+# -- a whole node --------------------------------------------------------------
+
+
+@settings(
+    max_examples=max(EXAMPLES // 4, 10),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(frames(), min_size=1, max_size=12), st.booleans())
+def test_a_node_survives_any_frames(sent: list[bytes], greeted: bool) -> None:
+    """After any frames from a peer, the node has crashed no task and still works."""
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_edge("a", "x", latency=0.001)
+    graph.add_edge("a", "b", latency=0.001)
+
+    async def main(net: Any) -> tuple[list[Any], str]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            Remote(a)
+            Streams(a)
+            Files(a)
+            await a.subscribe("t")
+            raw = await net.runtime("x").connect(*a.address)
+            if greeted:
+                await raw.send(encode_frame([HELLO, "x", "id", "x", 1, ["t"], {}]))
+            for frame in sent:
+                await raw.send(frame)
+            await a.runtime.sleep(1.0)
+            raw.abort()
+            peer = await b.connect(*a.address)
+            await b.ping("a")
+            return list(net.kernel.crashes), peer.name
+
+    crashes, name = run_sim(main, graph, limit=600.0)
+    assert (crashes, name) == ([], "a")
