@@ -11,13 +11,13 @@ import dataclasses
 from typing import Any
 
 import pytest
+from pki import Pki
 
 from chaski_actors import BrokenResourceError, Node, Settings, Stream
 from chaski_actors.codec import PROTOCOL_VERSION
 from chaski_actors.protocol import HELLO, PING, PUB, SUB, LinkProtocol
 from chaski_actors.testing import eventually
 from conftest import Backend
-from pki import Pki
 
 A_C = 0.030  # one-way latency a-c in the test topology
 
