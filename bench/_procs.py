@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.context
+import os
 import queue
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _CTX = mp.get_context("spawn")
@@ -66,6 +69,25 @@ class Workers:
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=2.0)
+
+
+def profile_here(role: str) -> None:
+    """Sample this worker with py-spy when BENCH_PYSPY names a folder.
+
+    A debugging aid for finding hot paths: each worker process writes
+    ``<folder>/<role>-<pid>.txt`` in py-spy's collapsed-stack format.
+    """
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        return
+    output = Path(folder) / f"{role}-{os.getpid()}.txt"
+    command = ["py-spy", "record", "-r", "500", "-f", "raw", "-o", str(output)]
+    subprocess.Popen(
+        [*command, "--pid", str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # let py-spy attach before the work starts
 
 
 def use_uvloop(enabled: bool) -> None:

@@ -451,6 +451,30 @@ def decode_frame(
 
     Raises :class:`ProtocolError` if it is anything else.
     """
+    # Frames nested in other frames come through here one at a time, so a
+    # well-formed one is decoded directly. Anything amiss, down to an error
+    # inside msgpack, takes the decoder's path, which says what is wrong.
+    size = len(data) - HEADER_SIZE - 1
+    limit = max_frame_size if type(max_frame_size) is int else 0
+    if size >= 0 and limit <= _LARGEST_LENGTH:
+        length, version = _LENGTH_AND_VERSION.unpack_from(data)
+        if length == size + 1 <= limit and version == PROTOCOL_VERSION:
+            registry = _DEFAULT_EXT if ext is None else ext
+            try:
+                return msgpack.unpackb(
+                    memoryview(data)[HEADER_SIZE + 1 :],
+                    raw=False,
+                    timestamp=_TIMESTAMP_AS_DATETIME,
+                    ext_hook=registry._from_ext,
+                    max_str_len=size,
+                    max_bin_len=size,
+                    max_ext_len=size,
+                    max_array_len=size,
+                    max_map_len=size // 2,
+                )
+            except Exception:
+                pass
+
     decoder = FrameDecoder(max_frame_size, ext)
     values = decoder.feed(data)
 
