@@ -30,7 +30,8 @@ with a folder, and files are only ever written inside that folder:
   is refused, so a link planted in the folder cannot redirect a write;
 * a file larger than the receiver's size cap is refused before any byte of
   it travels, and a sender that sends more than it offered is cut off;
-* at most ``MAX_INCOMING`` transfers run at once per receiver.
+* at most ``MAX_INCOMING`` transfers run at once per receiver, and one whose
+  sender sends nothing for ``call_timeout_s`` is failed, freeing its slot.
 
 Bytes land in a hidden part file created exclusively (it must not exist,
 and an existing link is not followed), which is renamed to the offered name
@@ -60,7 +61,7 @@ from .errors import (
 from .log import node_logger
 from .node import Link, Node
 from .protocol import BOOL, INT, STR, Frame, register_kind
-from .runtime import Future
+from .runtime import Future, Timer
 from .sync import Queue, QueueStatistics
 
 __all__ = [
@@ -164,6 +165,8 @@ class _Incoming:
     handle: BinaryIO
     hasher: Any = field(default_factory=hashlib.sha256)
     received: int = 0
+    heard_at: float = 0.0
+    timer: Timer | None = None
 
 
 @dataclass(slots=True)
@@ -342,10 +345,40 @@ class Files:
             await self._reply(link, FILE_ANSWER, transfer, False, str(exc))
             return
 
-        self._incoming[key] = _Incoming(
+        incoming = _Incoming(
             link.peer.node_id, link.peer.name, name, size, digest, part, handle
         )
+        self._incoming[key] = incoming
+        self._watch_idle(link, transfer, incoming, self._idle_limit())
         await self._reply(link, FILE_ANSWER, transfer, True, "")
+
+    def _idle_limit(self) -> float:
+        return self.node.settings.call_timeout_s
+
+    def _watch_idle(
+        self, link: Link, transfer: int, incoming: _Incoming, delay: float
+    ) -> None:
+        """Fail a transfer whose sender goes quiet, so it cannot hold a slot.
+
+        One timer per transfer, re-armed when it fires early rather than on
+        every chunk, as the link's keep-alive timers are.
+        """
+        incoming.heard_at = max(incoming.heard_at, self.runtime.now())
+
+        def fired() -> None:
+            if self._incoming.get((incoming.peer_id, transfer)) is not incoming:
+                return
+            quiet = self.runtime.now() - incoming.heard_at
+            limit = self._idle_limit()
+            if quiet < limit - 1e-9:
+                incoming.timer = self.runtime.call_later(limit - quiet, fired)
+                return
+            reason = f"no data for {limit} s"
+            self.runtime.spawn(
+                self._fail(link, incoming, transfer, reason), name=f"idle-{transfer}"
+            )
+
+        incoming.timer = self.runtime.call_later(delay, fired)
 
     def _check_offer(
         self, key: tuple[str, int], name: str, size: int, digest: str
@@ -395,6 +428,7 @@ class Files:
             return
         incoming.hasher.update(data)
         incoming.received += len(data)
+        incoming.heard_at = self.runtime.now()
 
     async def _on_end(self, link: Link, frame: Frame) -> None:
         transfer = frame.fields[0]
@@ -415,6 +449,8 @@ class Files:
             return
 
         del self._incoming[incoming.peer_id, transfer]
+        if incoming.timer is not None:
+            incoming.timer.cancel()
         self._received += 1
         self._bytes_received += incoming.size
         self.notices.put_nowait(
@@ -437,7 +473,8 @@ class Files:
         self, link: Link, incoming: _Incoming, transfer: int, reason: str
     ) -> None:
         self._discard(incoming)
-        del self._incoming[incoming.peer_id, transfer]
+        if self._incoming.pop((incoming.peer_id, transfer), None) is None:
+            return  # already failed, or its link closed
         self._failed += 1
         self.log.info(
             "file %r from %s failed: %s", incoming.name, link.peer.name, reason
@@ -446,6 +483,8 @@ class Files:
 
     @staticmethod
     def _discard(incoming: _Incoming) -> None:
+        if incoming.timer is not None:
+            incoming.timer.cancel()
         incoming.handle.close()
         incoming.part.unlink(missing_ok=True)
 

@@ -467,13 +467,10 @@ class Remote:
         self._pending[call_id] = _Pending(peer, waiter)
         self._calls_out += 1
         try:
-            try:
-                await link.send_reliable(CALL, payload)
-            except ProtocolError as exc:
-                raise ConfigError(f"cannot send call to {peer}: {exc}") from exc
-            except (BrokenResourceError, ClosedResourceError) as exc:
-                raise LinkLostError(f"link to {peer} broke: {exc}") from exc
+            # The deadline covers the send too: a link whose send buffer is
+            # full makes the send wait.
             async with self.runtime.timeout(deadline):
+                await self._send_call(link, payload)
                 return await waiter
         except TimeoutError as exc:
             if isinstance(exc, RemoteError):
@@ -491,6 +488,14 @@ class Remote:
             raise
         finally:
             self._pending.pop(call_id, None)
+
+    async def _send_call(self, link: Link, payload: list[Any]) -> None:
+        try:
+            await link.send_reliable(CALL, payload)
+        except ProtocolError as exc:
+            raise ConfigError(f"cannot send call to {link.peer.name}: {exc}") from exc
+        except (BrokenResourceError, ClosedResourceError) as exc:
+            raise LinkLostError(f"link to {link.peer.name} broke: {exc}") from exc
 
     def _cancel_remotely(self, link: Link, call_id: int) -> None:
         # Spawned, because the caller may be unwinding from its own cancellation

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chaski_actors import FileTransferError, Node
+from chaski_actors import FileTransferError, Node, Settings
 from chaski_actors.files import (
     FILE_CHUNK,
     FILE_END,
@@ -23,9 +23,11 @@ from conftest import Backend
 BAD_NAMES = ["", ".", "..", "../up", "a/b", "/etc/passwd", "a\\b", "C:x", "n\x00ul"]
 
 
-async def pair(net: Any, stack: AsyncExitStack) -> tuple[Files, Files]:
+async def pair(
+    net: Any, stack: AsyncExitStack, settings: Settings | None = None
+) -> tuple[Files, Files]:
     a = await stack.enter_async_context(Node(net.runtime("a"), "a"))
-    b = await stack.enter_async_context(Node(net.runtime("b"), "b"))
+    b = await stack.enter_async_context(Node(net.runtime("b"), "b", settings=settings))
     await a.connect(*b.address)
     await eventually(a.runtime, lambda: "a" in b.links)
     return Files(a), Files(b)
@@ -182,3 +184,29 @@ def test_a_lost_link_fails_the_transfer_and_cleans_up(
     stats = backend.run(main)
     assert stats.incoming == 0
     assert list(inbox.iterdir()) == []
+
+
+def test_a_silent_sender_loses_its_slot(
+    backend: Backend, dirs: tuple[Path, Path]
+) -> None:
+    _outbox, inbox = dirs
+    settings = Settings().replace(call_timeout_s=0.5)
+
+    async def main(net: Any) -> tuple[float, Any]:
+        async with AsyncExitStack() as stack:
+            sender, receiver = await pair(net, stack, settings)
+            receiver.allow(inbox)
+            link = sender.node.links["b"]
+            start = sender.runtime.now()
+            await link.send_frame(FILE_OFFER, 1, "stuck.bin", 10, "0" * 64)
+            await link.send_frame(FILE_CHUNK, 1, 0, b"abc")
+            await eventually(sender.runtime, lambda: receiver.statistics().failed == 1)
+            return sender.runtime.now() - start, receiver.statistics()
+
+    took, stats = backend.run(main)
+    assert stats.incoming == 0 and list(inbox.iterdir()) == []
+    if backend.simulated:
+        # The chunk lands 10 ms after it is sent; silence for 0.5 s after that.
+        assert took == pytest.approx(0.51, abs=2e-3)
+    else:
+        assert took >= 0.5

@@ -385,3 +385,15 @@ def test_a_module_can_be_registered(backend: Backend) -> None:
     root, pi, refused = backend.run(main)
     assert (root, pi) == (4.0, pytest.approx(3.141592653589793))
     assert refused == "math.floor is not exposed by b"
+
+
+def test_unencodable_arguments_fail_on_the_caller(backend: Backend) -> None:
+    async def main(net: Any) -> int:
+        async with AsyncExitStack() as stack:
+            caller, _owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            with pytest.raises(ConfigError, match="cannot send call to b"):
+                await proxy.echo(object())
+            return int(await proxy.add(1))
+
+    assert backend.run(main) == 1
