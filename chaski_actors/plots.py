@@ -105,19 +105,23 @@ def latency_timeline(report: Mapping[str, Any], path: Path) -> Path:
         axes.annotate(
             what, (start, 1.0), xycoords=("data", "axes fraction"), va="top", size=8
         )
+    values: list[float] = []
     for i, (topic, line) in enumerate(report["timeline"].items()):
         if not line["t_s"]:
             continue
         colour = _colour(i)
-        axes.plot(line["t_s"], line["p50_ms"], color=colour, label=f"{topic} p50")
+        t_s, p50 = _broken_at_gaps(line["t_s"], line["p50_ms"], line["bin_s"])
+        _t, p99 = _broken_at_gaps(line["t_s"], line["p99_ms"], line["bin_s"])
+        axes.plot(t_s, p50, color=colour, marker=".", label=f"{topic} p50")
         axes.plot(
-            line["t_s"],
-            line["p99_ms"],
+            t_s,
+            p99,
             color=colour,
             linestyle="--",
             alpha=0.7,
             label=f"{topic} p99",
         )
+        values.extend(line["p50_ms"] + line["p99_ms"])
     width = next(iter(report["timeline"].values()), {"bin_s": 0})["bin_s"]
     faults = "no faults" if not report["faults"] else "faults shaded"
     axes.set_title(
@@ -126,10 +130,33 @@ def latency_timeline(report: Mapping[str, Any], path: Path) -> Path:
     axes.set_xlabel("time since start (s)")
     axes.set_ylabel("one-way latency (ms)")
     axes.set_xlim(0, report["run"]["clock_s"])
-    axes.set_ylim(bottom=0)
+    positive = [v for v in values if v > 0]
+    # A stall of seconds next to latencies of milliseconds: only a log
+    # scale shows both; the factor of 50 is a judgement call.
+    if positive and max(positive) / min(positive) > 50:
+        axes.set_yscale("log")
+        axes.set_ylabel("one-way latency (ms, log scale)")
+    else:
+        axes.set_ylim(bottom=0)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right", fontsize=8, ncols=2, framealpha=0.9)
     return _save(figure, path)
+
+
+def _broken_at_gaps(
+    t_s: Sequence[float], values: Sequence[float], width: float
+) -> tuple[list[float], list[float]]:
+    """Insert a gap (NaN) where bins are missing, so no line bridges a
+    stretch in which nothing arrived."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, value in zip(t_s, values, strict=True):
+        if xs and t - xs[-1] > 1.5 * width:
+            xs.append((t + xs[-1]) / 2)
+            ys.append(float("nan"))
+        xs.append(t)
+        ys.append(value)
+    return xs, ys
 
 
 def topology(report: Mapping[str, Any], path: Path) -> Path:

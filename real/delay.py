@@ -19,8 +19,15 @@ a uniform jitter, and for each loss drawn one retransmission timeout of
 ``max(200 ms, 2 x latency)``; chunks of a stream never overtake each other.
 
 Faults. :meth:`DelayedLoopback.set_link` takes a link down or up or changes
-its latency. While no path exists, chunks wait (a stalled stream, as in the
-simulator), and they go on when the link comes back.
+its latency, and :meth:`DelayedLoopback.play_faults` applies a fault
+timeline (:class:`~chaski_actors.faults.Fault`) at its times: links down
+and up, partitions (both ways or one way, between the two sides' hosts
+whatever path their traffic would take) and degraded links, each undone
+after its ``duration_s``. While no path exists, chunks wait (a stalled
+stream, as in the simulator), and they go on when the path comes back.
+Crashes and restarts are not played: a host here is a node in this very
+process, and stopping it is the scenario's business, not the network's;
+they are counted in ``skipped_faults``.
 
 What it does not model: bandwidth (loopback is faster than any modelled
 link, and frames are small), queueing between streams that share a link,
@@ -34,12 +41,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
 from random import Random
-from typing import Any
+from typing import Any, TypeVar
 
 import networkx as nx
 
 from chaski_actors.errors import BrokenResourceError, ClosedResourceError
+from chaski_actors.faults import Fault
 from chaski_actors.runtime import (
     Address,
     Listener,
@@ -52,7 +61,9 @@ from chaski_actors.sim._latency import Latency, parse_latency
 
 from .runtime import RealRuntime
 
-__all__ = ["DelayedLoopback", "DelayedRuntime", "DelayedStream"]
+__all__ = ["DelayedLoopback", "DelayedRuntime", "DelayedStream", "run_delayed"]
+
+T = TypeVar("T")
 
 # Bytes a delayed direction holds before the writer waits (outgoing) or the
 # reader stops reading the socket (incoming): a default TCP window, as the
@@ -63,13 +74,17 @@ _MIN_RTO = 0.2
 
 
 class _Edge:
-    __slots__ = ("jitter", "latency", "loss", "up")
+    __slots__ = ("base", "down", "jitter", "latency", "loss", "up")
 
     def __init__(self, attrs: dict[str, Any]) -> None:
         self.latency: Latency = parse_latency(attrs.get("latency", 0.001))
         self.jitter = float(attrs.get("jitter", 0.0) or 0.0)
         self.loss = float(attrs.get("loss", 0.0) or 0.0)
         self.up = bool(attrs.get("up", True))
+        # What undoing a fault goes back to, and how many faults hold the
+        # link down now: overlapping faults leave it up only when all end.
+        self.base = (self.latency, self.jitter, self.loss)
+        self.down = 0
 
 
 class DelayedLoopback:
@@ -84,6 +99,9 @@ class DelayedLoopback:
     def __init__(self, graph: nx.Graph[Any], *, seed: int = 0) -> None:
         self.seed = seed
         self.rng = Random(derive_seed(seed, "network"))
+        # The origin of fault times: the loop's clock when the network was
+        # made, as a simulated network's clock starts at zero.
+        self.started_at = asyncio.get_running_loop().time()
         self._edges: dict[tuple[str, str], _Edge] = {}
         for u, v, attrs in graph.edges(data=True):
             self._edges[str(u), str(v)] = _Edge(attrs)
@@ -93,6 +111,10 @@ class DelayedLoopback:
         self._runtimes: dict[str, DelayedRuntime] = {}
         self._changed = asyncio.Event()
         self._paths: dict[tuple[str, str], list[_Edge] | None] = {}
+        # Partitions in force: (one side, other side or None for the rest,
+        # one way).
+        self._partitions: list[tuple[frozenset[str], frozenset[str] | None, bool]] = []
+        self.skipped_faults = 0
         self.streams = 0
         self.chunks = 0
         self.retransmissions = 0
@@ -130,12 +152,12 @@ class DelayedLoopback:
                 edge.up = up
             if latency is not None:
                 edge.latency = parse_latency(latency)
-        self._paths.clear()
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed_now()
 
     def delay(self, source: str, target: str) -> float | None:
         """A sampled one-way delay from source to target; None: no path now."""
+        if self._cut(source, target):
+            return None
         path = self._path(source, target)
         if path is None:
             return None
@@ -158,6 +180,89 @@ class DelayedLoopback:
                 return delay
             await self._changed.wait()
 
+    def _cut(self, source: str, target: str) -> bool:
+        for side, others, one_way in self._partitions:
+            if _across(side, others, source, target):
+                return True
+            if not one_way and _across(side, others, target, source):
+                return True
+        return False
+
+    # -- fault timelines -------------------------------------------------------
+
+    async def play_faults(self, faults: Iterable[Fault]) -> None:
+        """Apply each fault at its ``at_s`` from :attr:`started_at`, and undo
+        it after its ``duration_s``; returns when the last one is over."""
+        loop = asyncio.get_running_loop()
+        start = self.started_at
+        events: list[tuple[float, int, bool, Fault]] = []
+        for i, fault in enumerate(faults):
+            events.append((fault.at_s, i, True, fault))
+            if fault.heals_at is not None:
+                events.append((fault.heals_at, i, False, fault))
+        for when, _i, begin, fault in sorted(events, key=lambda e: e[:2]):
+            await asyncio.sleep(max(0.0, start + when - loop.time()))
+            if begin:
+                self.apply(fault)
+            else:
+                self.undo(fault)
+
+    def apply(self, fault: Fault) -> None:
+        """Make ``fault`` happen now (see the module essay for what is played)."""
+        kind = fault.kind
+        if kind in ("link_down", "link_up"):
+            assert fault.link is not None
+            for edge in self._fault_edges(fault):
+                edge.down = edge.down + 1 if kind == "link_down" else 0
+        elif kind == "partition":
+            self._partitions.append(_sides(fault))
+        elif kind == "heal":
+            if fault.hosts:
+                self._partitions = [p for p in self._partitions if p != _sides(fault)]
+            else:
+                self._partitions.clear()
+        elif kind == "degrade":
+            for edge in self._fault_edges(fault):
+                if fault.latency_s is not None:
+                    edge.latency = parse_latency(fault.latency_s)
+                if fault.loss is not None:
+                    edge.loss = fault.loss
+                if fault.jitter_s is not None:
+                    edge.jitter = fault.jitter_s
+        else:
+            self.skipped_faults += 1
+            return
+        self._changed_now()
+
+    def undo(self, fault: Fault) -> None:
+        """End a fault that had a duration."""
+        kind = fault.kind
+        if kind == "link_down":
+            for edge in self._fault_edges(fault):
+                edge.down = max(0, edge.down - 1)
+        elif kind == "partition":
+            sides = _sides(fault)
+            if sides in self._partitions:
+                self._partitions.remove(sides)
+        elif kind == "degrade":
+            for edge in self._fault_edges(fault):
+                edge.latency, edge.jitter, edge.loss = edge.base
+        else:
+            return
+        self._changed_now()
+
+    def _fault_edges(self, fault: Fault) -> list[_Edge]:
+        if fault.link is None:
+            return list(self._edges.values())
+        u, v = fault.link
+        pairs = [(u, v)] if fault.one_way else [(u, v), (v, u)]
+        return [self._edges[pair] for pair in pairs if pair in self._edges]
+
+    def _changed_now(self) -> None:
+        self._paths.clear()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def _path(self, source: str, target: str) -> list[_Edge] | None:
         key = (source, target)
         if key not in self._paths:
@@ -168,7 +273,7 @@ class DelayedLoopback:
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(self._hosts)
         for (u, v), edge in self._edges.items():
-            if edge.up:
+            if edge.up and not edge.down:
                 graph.add_edge(u, v, weight=edge.latency.mean)
         try:
             hosts = nx.shortest_path(graph, source, target, weight="weight")
@@ -178,6 +283,43 @@ class DelayedLoopback:
 
     def _listening(self, port: int, host: str) -> None:
         self._owners[port] = host
+
+
+def _across(
+    side: frozenset[str], others: frozenset[str] | None, source: str, target: str
+) -> bool:
+    """Whether traffic from source to target goes from side to the others."""
+    if source not in side:
+        return False
+    return target not in side if others is None else target in others
+
+
+def _sides(fault: Fault) -> tuple[frozenset[str], frozenset[str] | None, bool]:
+    others = None if fault.others is None else frozenset(fault.others)
+    return frozenset(fault.hosts), others, fault.one_way
+
+
+def run_delayed(
+    main: Callable[[DelayedLoopback], Coroutine[Any, Any, T]],
+    graph: nx.Graph[Any],
+    *,
+    seed: int = 0,
+    faults: Iterable[Fault] = (),
+    limit: float = 60.0,
+) -> T:
+    """Run ``main(network)`` over a :class:`DelayedLoopback` of ``graph``,
+    playing ``faults`` from the start; TimeoutError after ``limit``."""
+
+    async def bounded() -> T:
+        network = DelayedLoopback(graph, seed=seed)
+        player = asyncio.get_running_loop().create_task(network.play_faults(faults))
+        try:
+            async with asyncio.timeout(limit):
+                return await main(network)
+        finally:
+            player.cancel()
+
+    return asyncio.run(bounded())
 
 
 class DelayedRuntime(RealRuntime):

@@ -5,7 +5,11 @@ the simulator, over asyncio and loopback TCP. Loopback has none of the
 scenario's latencies, so by default the streams go through
 :class:`~chaski_actors.real.delay.DelayedLoopback`, which holds bytes for
 the delays of the scenario's links (see that module for what it models and
-what it does not). ``delays=False`` runs on bare loopback.
+what it does not). ``delays=False`` runs on bare loopback. The same layer
+plays the scenario's fault timeline (``[[faults]]`` and the seed's
+``[chaos]`` schedule, as the simulator would draw it) on the links;
+crashes and restarts are left out and counted in the report's
+``backend_stats.skipped_faults``, and bare loopback plays no faults.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from chaski_actors.report import build_report
 from chaski_actors.scenario import Progress, Recorder, Scenario, build_graph, play
+from chaski_actors.sim.scenario import scenario_faults
 
 from .delay import DelayedLoopback
 from .harness import LoopbackNetwork
@@ -41,6 +46,7 @@ def run_scenario(
     graph = build_graph(scenario)
     recorder = Recorder()
     stats: dict[str, Any] = {"injected_delays": delays}
+    faults = scenario_faults(scenario, seed)
 
     async def main() -> float:
         network: DelayedLoopback | LoopbackNetwork
@@ -51,19 +57,31 @@ def run_scenario(
         loop = asyncio.get_running_loop()
         started = loop.time()
         expected = scenario.duration_s + scenario.drain_s
-        ticker = None
+        helpers = []
         if progress is not None:
-            ticker = loop.create_task(_tick(progress, started, expected))
+            helpers.append(loop.create_task(_tick(progress, started, expected)))
+        if isinstance(network, DelayedLoopback):
+            helpers.append(loop.create_task(network.play_faults(faults)))
         try:
             async with asyncio.timeout(expected + _GRACE_S):
                 await play(network, graph, scenario, recorder)
         finally:
-            if ticker is not None:
-                ticker.cancel()
+            for helper in helpers:
+                helper.cancel()
+        # Fault times count from when the network was made, which is a
+        # little before the nodes were up and the recorder's clock began.
+        origin = getattr(network, "started_at", started)
+        offset = recorder.start - origin
         if isinstance(network, DelayedLoopback):
             stats["delayed_streams"] = network.streams
             stats["delayed_chunks"] = network.chunks
             stats["retransmissions"] = network.retransmissions
+            stats["skipped_faults"] = network.skipped_faults
+            recorder.fault_windows = [
+                (f.at_s - offset, (f.heals_at or f.at_s) - offset, f.what)
+                for f in faults
+                if f.kind not in ("crash", "restart")
+            ]
         return loop.time() - recorder.start
 
     wall = perf_counter()

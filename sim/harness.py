@@ -30,6 +30,7 @@ def run_sim(
     seed: int = 0,
     limit: float = DEFAULT_LIMIT,
     keep_trace: bool = False,
+    setup: Callable[[SimNetwork], None] | None = None,
 ) -> T:
     """Build a network over ``graph``, run ``main(network)``, return its result.
 
@@ -37,6 +38,9 @@ def run_sim(
     is left, or when ``limit`` simulated seconds have passed.
     """
     network = SimNetwork(graph, seed=seed, keep_trace=keep_trace)
+    if setup is not None:
+        # Before main starts: a fault timeline, say, that counts from zero.
+        setup(network)
     task = network.spawn(main(network), name="main")
     done = task._done._event
     network.env.run(until=network.env.any_of([done, network.env.timeout(limit)]))
