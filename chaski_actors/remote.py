@@ -54,7 +54,10 @@ eviction is counted).
 Limits
 ------
 The book also admits at most ``remote_max_calls`` running calls in all and
-``remote_max_calls_per_peer`` from any one peer. A call over either limit is
+``remote_max_calls_per_peer`` from any one peer. A well-behaved caller never
+meets the second limit: it keeps its own calls in flight to a peer within the
+same figure and queues the rest, so only a peer with other settings, or a
+hostile one, is refused. A call over either limit is
 answered at once with :class:`~chaski_actors.errors.RemoteBusyError`: the link
 reader never waits for a slot, so a peer flooding calls gets errors while the
 node keeps serving the others. Attribute reads and ``describe`` run inline and
@@ -102,6 +105,7 @@ from .log import node_logger
 from .node import Link, Node
 from .protocol import ANY, INT, STR, Frame, register_kind
 from .runtime import Future
+from .sync import Queue
 
 __all__ = [
     "CALL",
@@ -384,6 +388,7 @@ class Remote:
         )
         self._objects: dict[str, _Exposed] = {}
         self._pending: dict[int, _Pending] = {}
+        self._slots: dict[str, Queue[None]] = {}
         self._ids = itertools.count(1)
         self._tasks: dict[Key, Any] = {}
         self._calls_out = self._answers_in = self._failures_in = 0
@@ -464,14 +469,11 @@ class Remote:
         payload = [call_id, op, target, list(path), list(args), kwargs or {}]
         deadline = self.node.settings.call_timeout_s if timeout is None else timeout
 
-        self._pending[call_id] = _Pending(peer, waiter)
-        self._calls_out += 1
         try:
-            # The deadline covers the send too: a link whose send buffer is
-            # full makes the send wait.
+            # The deadline covers the wait for a slot and the send too: a
+            # link whose send buffer is full makes the send wait.
             async with self.runtime.timeout(deadline):
-                await self._send_call(link, payload)
-                return await waiter
+                return await self._exchange(link, payload, waiter)
         except TimeoutError as exc:
             if isinstance(exc, RemoteError):
                 raise
@@ -488,6 +490,27 @@ class Remote:
             raise
         finally:
             self._pending.pop(call_id, None)
+
+    async def _exchange(
+        self, link: Link, payload: list[Any], waiter: Future[Any]
+    ) -> Any:
+        # A caller keeps at most remote_max_calls_per_peer calls in flight to
+        # one peer and queues the rest here, so that a busy but well-behaved
+        # program waits its turn instead of being refused by the callee.
+        slots = self._slots.get(link.peer.name)
+        if slots is None:
+            slots = Queue(self.runtime, self.node.settings.remote_max_calls_per_peer)
+            self._slots[link.peer.name] = slots
+        await slots.put(None)
+        try:
+            if link.closed:
+                raise LinkLostError(f"link to {link.peer.name} closed before the call")
+            self._pending[payload[0]] = _Pending(link.peer.name, waiter)
+            self._calls_out += 1
+            await self._send_call(link, payload)
+            return await waiter
+        finally:
+            slots.get_nowait()
 
     async def _send_call(self, link: Link, payload: list[Any]) -> None:
         try:

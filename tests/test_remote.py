@@ -397,3 +397,27 @@ def test_unencodable_arguments_fail_on_the_caller(backend: Backend) -> None:
             return int(await proxy.add(1))
 
     assert backend.run(main) == 1
+
+
+def test_a_busy_caller_waits_its_turn_instead_of_being_refused(
+    backend: Backend,
+) -> None:
+    async def main(net: Any) -> tuple[list[int], float, Any]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            runtime = caller.runtime
+            start = runtime.now()
+            tasks = [
+                runtime.spawn(proxy.slow(0.1, i), name=f"c{i}") for i in range(100)
+            ]
+            results = [await task for task in tasks]
+            return results, runtime.now() - start, owner.statistics().book
+
+    results, took, book = backend.run(main)
+    assert results == list(range(100))
+    assert book.refused_busy == 0 and book.admitted == 101  # and the describe
+    if backend.simulated:
+        # 16 calls in flight at a time (remote_max_calls_per_peer): seven
+        # waves, each a 0.1 s call plus a 20 ms round trip.
+        assert took == pytest.approx(7 * 0.12, abs=1e-9)
