@@ -9,7 +9,12 @@ learns of the rest through announcements flooded over the links that exist:
   its topics change, every ``discovery_interval_s`` while it has topics, and
   in answer to an announcement it cannot act on itself (below).
 * A node that receives an announcement for the first time passes it to
-  every other link with ``ttl - 1``, unless the ttl is spent. Copies that
+  every other link with ``ttl - 1``, unless the ttl is spent. A node that
+  shares a topic with the origin passes it on without spending a hop: the
+  ttl bounds the flood's reach beyond the topic's members, while members
+  far apart on the overlay still hear of each other through the members
+  between them (without this, a random 100-node overlay took until the
+  periodic announcement, 30 s, to pair its last tenth). Copies that
   arrive by other paths are recognised by ``(origin, id)`` and dropped: the
   node remembers the last ``discovery_memory`` pairs it has seen, and
   forgets the oldest first, so memory stays bounded however long it runs.
@@ -138,15 +143,26 @@ class Discovery:
             self.name, node_id, host, port, tuple(sorted(topics)), ident, self.ttl
         )
 
-    def receive(self, announcement: Announcement) -> tuple[bool, Announcement | None]:
-        """Whether it is new, and the copy to relay onwards (None: relay none)."""
+    def receive(
+        self, announcement: Announcement, topics: Iterable[str] = ()
+    ) -> tuple[bool, Announcement | None]:
+        """Whether it is new, and the copy to relay onwards (None: relay none).
+
+        ``topics`` are the receiver's own: a node that shares a topic with the
+        origin relays without spending a hop, so the ttl bounds how far an
+        announcement travels *outside* its topic's members, and members far
+        apart on the overlay still hear of each other through members between
+        them.
+        """
         self.received += 1
         if announcement.ident == INTRODUCTION:
             return True, None
         if not self.seen.first_sight((announcement.origin, announcement.ident)):
             self.duplicates += 1
             return False, None
-        if announcement.ttl <= 1:
+        member = not set(topics).isdisjoint(announcement.topics)
+        ttl = announcement.ttl if member else announcement.ttl - 1
+        if ttl < 1:
             return True, None
         self.relayed += 1
         return True, Announcement(
@@ -156,7 +172,7 @@ class Discovery:
             announcement.port,
             announcement.topics,
             announcement.ident,
-            announcement.ttl - 1,
+            ttl,
         )
 
     def wants(

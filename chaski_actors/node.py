@@ -245,6 +245,7 @@ class Node:
         self._announce_timer: Timer | None = None
         self._last_announce = -math.inf
         self._announce_soon_pending = False
+        self._paired_once = False
         self.discovery = Discovery(
             name,
             memory=self.settings.discovery_memory,
@@ -387,11 +388,17 @@ class Node:
         await self._handshake(stream, dialled=False)
 
     async def _handshake(
-        self, stream: Stream, *, dialled: bool, known: Link | None = None
+        self,
+        stream: Stream,
+        *,
+        dialled: bool,
+        known: Link | None = None,
+        pairing: bool = False,
     ) -> Link | None:
         """Exchange hellos; attach the stream to a new or resumed link.
 
-        ``known`` is the link a dialler means to reconnect, if any.
+        ``known`` is the link a dialler means to reconnect, if any;
+        ``pairing`` says that discovery dialled (not a join).
         """
         protocol = LinkProtocol(max_frame_size=self.settings.max_frame_size)
         self._pending.add(stream)
@@ -399,7 +406,9 @@ class Node:
         try:
             async with self.runtime.timeout(self.settings.handshake_timeout_s):
                 if dialled:
-                    await self._send_hello(stream, protocol, advertised, known)
+                    await self._send_hello(
+                        stream, protocol, advertised, known, pairing=pairing
+                    )
                 frames = await self._read_hello(stream, protocol)
                 hello = _Hello.parse(frames[0])
                 outcome = self._decide(stream, hello, dialled, known)
@@ -424,7 +433,8 @@ class Node:
             link = self._new_link(hello, dialled=dialled)
         if dialled and link.dial_address is None:
             link.dial_address = stream.peer_address
-        await self._attach(link, stream, protocol, hello, continued)
+        pairing = pairing if dialled else hello.pairing
+        await self._attach(link, stream, protocol, hello, continued, pairing=pairing)
 
         # Topics changed while the hellos crossed: the peer has not heard.
         for topic in sorted(self.topics - advertised):
@@ -443,8 +453,11 @@ class Node:
         link: Link | None,
         *,
         continued: bool | None = None,
+        pairing: bool = False,
     ) -> None:
         options = self._hello_options()
+        if pairing:
+            options["pairing"] = True
         if link is not None:
             options["peer_id"] = link.peer.node_id
             options["received"] = link.session.received
@@ -530,6 +543,8 @@ class Node:
         protocol: LinkProtocol,
         hello: _Hello,
         continued: bool,
+        *,
+        pairing: bool = False,
     ) -> None:
         old = link.detach()
         if old is not None:
@@ -557,8 +572,16 @@ class Node:
             )
         self._pairing.set()
         await link.resume(backlog)
-        if link.connections == 1 and len(self.links) == 1 and self.topics:
-            self._announce_soon()  # joined the network: introduce ourselves
+        if (
+            link.connections == 1
+            and self.topics
+            and (not pairing or not self._paired_once)
+        ):
+            # A link of the overlay widens what our floods reach, and so does
+            # the first partner (members relay for free): announce again,
+            # within the rate limit. Later partners are introduced instead.
+            self._paired_once = self._paired_once or pairing
+            self._announce_soon()
         if link.connections == 1:
             await self._introduce(link)
 
@@ -934,7 +957,7 @@ class Node:
             await self._send_quietly(other, ANNOUNCE, *_introduction(new, link.topics))
 
     async def _announced(self, link: Link, announcement: Announcement) -> None:
-        new, onward = self.discovery.receive(announcement)
+        new, onward = self.discovery.receive(announcement, self.topics)
         if not new:
             return  # seen before: already acted on and relayed
         want = self.discovery.wants(
@@ -958,7 +981,7 @@ class Node:
     async def _pair(self, announcement: Announcement) -> None:
         try:
             stream = await self._dial(announcement.host, announcement.port)
-            link = await self._handshake(stream, dialled=True)
+            link = await self._handshake(stream, dialled=True, pairing=True)
             if link is not None:
                 self.discovery_log.info(
                     "paired with %s on %s",
@@ -1189,6 +1212,7 @@ class _Hello:
     received: int
     base: int
     continued: bool
+    pairing: bool = False
 
     @classmethod
     def parse(cls, frame: Frame) -> _Hello:
@@ -1215,6 +1239,7 @@ class _Hello:
             number("received"),
             number("base"),
             options.get("continued") is True,
+            options.get("pairing") is True,
         )
 
     def peer_info(self) -> PeerInfo:

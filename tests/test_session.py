@@ -168,3 +168,20 @@ def test_wait_refuses_to_overfill() -> None:
     with pytest.raises(RuntimeError):
         session.push(b"y")
     assert repr(session) == "<Session next=2 acked=0 received=0 unacked=1/1>"
+
+
+def test_phi_accrual_suspects_sooner_on_a_steady_link() -> None:
+    from chaski_actors.failure import PhiAccrualDetector, TimeoutDetector
+
+    phi = PhiAccrualDetector(threshold=8.0)
+    timeout = TimeoutDetector(5.0)
+    for beat in range(50):
+        now = beat * 1.0 + (0.01 if beat % 2 else 0.0)
+        phi.heartbeat(now)
+        timeout.heartbeat(now)
+    assert phi.phi(49.5) < 1.0
+    assert phi.phi(60.0) > 8.0
+    suspect = phi.suspect_at()
+    assert suspect is not None and 49.01 + 1.0 < suspect < 49.01 + 1.2
+    assert timeout.suspect_at() == pytest.approx(54.01)
+    assert phi.phi(suspect) == pytest.approx(8.0, abs=1e-6)

@@ -1,0 +1,267 @@
+"""Figures for links: discovery, failure detection and resumption, in ``sim``.
+
+Run ``python -m bench.bench_links`` (``--quick`` for small sizes); the
+results go to ``bench/results_links.json``. Everything runs on the simulated
+backend, so the times are simulated seconds, exact and repeatable from the
+seed; the wall-clock time each run took is reported beside it.
+
+Discovery convergence. N hosts on a random tree (each host links to a
+random earlier one, 5 ms per edge), which is also the overlay: each node
+dials its parent at time 0. Each node subscribes to one of N / 10 topics,
+so a topic has about ten members wherever N is. Convergence is the first
+time every pair of nodes that share a topic is linked directly (sampled
+every 0.1 s).
+
+Detection and resumption. Two hosts, 10 ms apart with 2 ms of jitter. The
+link idles (heartbeats only) for a few seconds, then is cut at a random
+phase of the keep-alive cycle; a message is published into the cut. The
+detection time runs from the cut to the dialling side declaring the peer
+dead; the resume time from the healing of the cut to the message's
+arrival. Short partitions heal half a second after detection; long ones
+after 30 s, when the reconnection backoff has grown.
+
+Phi accrual against a fixed timeout. Heartbeat arrivals are recorded on a
+jittery, lossy simulated link; each detector is given the smallest
+setting that raises no false suspicion over the whole trace, and the
+silence after which each would then declare the peer dead is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from chaski_actors import Node, Settings
+from chaski_actors.failure import PhiAccrualDetector
+from chaski_actors.sim.harness import run_sim
+from chaski_actors.testing import eventually
+
+__all__ = ["run_convergence", "run_detection", "run_phi_against_timeout"]
+
+RESULTS = Path(__file__).with_name("results_links.json")
+
+
+# -- discovery convergence ----------------------------------------------------
+
+
+def _tree(n: int, seed: int) -> tuple[nx.Graph[str], list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    names = [f"n{i:04d}" for i in range(n)]
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_node(names[0])
+    dials = []
+    for i in range(1, n):
+        parent = names[rng.randrange(i)]
+        graph.add_edge(names[i], parent, latency=0.005)
+        dials.append((names[i], parent))
+    return graph, dials
+
+
+def run_convergence(n: int, seed: int = 1) -> dict[str, Any]:
+    graph, dials = _tree(n, seed)
+    topics = max(1, n // 10)
+    settings = Settings()
+    rng = random.Random(seed + 1)
+    subscriptions = {name: f"t{rng.randrange(topics)}" for name in sorted(graph)}
+    members: dict[str, list[str]] = {}
+    for name, topic in subscriptions.items():
+        members.setdefault(topic, []).append(name)
+    pairs = [
+        (x, y)
+        for group in members.values()
+        for i, x in enumerate(group)
+        for y in group[i + 1 :]
+    ]
+
+    async def main(net: Any) -> dict[str, Any]:
+        nodes = {h: Node(net.runtime(h), h, settings=settings) for h in sorted(graph)}
+        for name, node in nodes.items():
+            await node.start()
+            await node.subscribe(subscriptions[name])
+        for name, parent in dials:
+            net.runtime(name).spawn(
+                nodes[name].connect(*nodes[parent].address), name="join"
+            )
+        missing = list(pairs)
+        progress: dict[str, float] = {}
+
+        def converged() -> bool:
+            nonlocal missing
+            missing = [(x, y) for x, y in missing if y not in nodes[x].links]
+            done = 1 - len(missing) / max(1, len(pairs))
+            for mark in ("0.5", "0.9", "0.99"):
+                if done >= float(mark) and mark not in progress:
+                    progress[mark] = net.now()
+            return not missing
+
+        await eventually(net.runtime("n0000"), converged, timeout=600, interval=0.1)
+        took = net.now()
+        frames = sum(
+            link.frames_out for node in nodes.values() for link in node.links.values()
+        )
+        announcements = sum(node.discovery.announced for node in nodes.values())
+        links = sum(len(node.links) for node in nodes.values()) // 2
+        return {
+            "converged_s": round(took, 3),
+            "half_s": progress.get("0.5"),
+            "p90_s": progress.get("0.9"),
+            "p99_s": progress.get("0.99"),
+            "pairs": len(pairs),
+            "links": links,
+            "announcements": announcements,
+            "frames": frames,
+        }
+
+    start = time.perf_counter()
+    result: dict[str, Any] = run_sim(main, graph, seed=seed)
+    result.update(n=n, topics=topics, wall_s=round(time.perf_counter() - start, 2))
+    return result
+
+
+# -- detection and resumption ---------------------------------------------------
+
+
+def _two_hosts(jitter: float = 0.002, loss: float = 0.0) -> nx.Graph[str]:
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_edge("a", "b", latency=0.010, jitter=jitter, loss=loss)
+    return graph
+
+
+def run_detection(
+    keepalive: float, ratio: float, partition: str, seed: int
+) -> dict[str, Any]:
+    settings = Settings(keepalive_interval_s=keepalive, dead_after_s=keepalive * ratio)
+
+    async def main(net: Any) -> tuple[float, float]:
+        a = Node(net.runtime("a"), "a", settings=settings)
+        b = Node(net.runtime("b"), "b", settings=settings)
+        await a.start()
+        await b.start()
+        await b.subscribe("t")
+        await a.connect(*b.address)
+        phase = random.Random(seed).uniform(0, keepalive)
+        await a.runtime.sleep(3 * keepalive + phase)
+        cut = net.now()
+        net.set_link("a", "b", up=False)
+        await a.publish("t", "across the cut")
+        await eventually(
+            a.runtime,
+            lambda: a.statistics().peers_declared_dead > 0,
+            timeout=600,
+            interval=0.0005,
+        )
+        detected = net.now() - cut
+        await a.runtime.sleep(0.5 if partition == "short" else 30.0)
+        net.set_link("a", "b", up=True)
+        healed = net.now()
+        await b.receive()
+        return detected, net.now() - healed
+
+    detected, resumed = run_sim(main, _two_hosts(), seed=seed)
+    return {
+        "keepalive_interval_s": keepalive,
+        "dead_after_s": keepalive * ratio,
+        "partition": partition,
+        "seed": seed,
+        "detected_s": round(detected, 4),
+        "resumed_s": round(resumed, 4),
+    }
+
+
+# -- phi accrual against a fixed timeout ----------------------------------------
+
+
+def _arrivals(seconds: float, keepalive: float, seed: int) -> list[float]:
+    """When bytes from b reached a on an idle, jittery, lossy link."""
+    settings = Settings(keepalive_interval_s=keepalive, dead_after_s=1000.0)
+
+    async def main(net: Any) -> list[float]:
+        a = Node(net.runtime("a"), "a", settings=settings)
+        b = Node(net.runtime("b"), "b", settings=settings)
+        await a.start()
+        await b.start()
+        await a.connect(*b.address)
+        link = a.links["b"]
+        times: list[float] = []
+        record = link.count_in
+
+        def counting(data: bytes, frames: int) -> None:
+            times.append(net.now())
+            record(data, frames)
+
+        link.count_in = counting  # type: ignore[method-assign]
+        await a.runtime.sleep(seconds)
+        return times
+
+    arrivals: list[float] = run_sim(main, _two_hosts(jitter=0.03, loss=0.02), seed=seed)
+    return arrivals
+
+
+def run_phi_against_timeout(
+    seconds: float = 600.0, keepalive: float = 0.1
+) -> dict[str, Any]:
+    arrivals = _arrivals(seconds, keepalive, seed=3)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+
+    # The timeout that never fired falsely: just over the longest gap.
+    timeout = max(gaps) * 1.0001
+
+    # The phi threshold that never fired falsely: just over the highest
+    # phi any arrival found (each judged by the model before it).
+    detector = PhiAccrualDetector(threshold=0.0)
+    worst = 0.0
+    for index, now in enumerate(arrivals):
+        if index > 10:
+            worst = max(worst, detector.phi(now))
+        detector.heartbeat(now)
+    detector.threshold = worst * 1.0001
+    last = arrivals[-1]
+    suspect = detector.suspect_at()
+    phi_silence = math.inf if suspect is None else suspect - last
+    return {
+        "trace_s": seconds,
+        "keepalive_interval_s": keepalive,
+        "link": {"latency_s": 0.010, "jitter_s": 0.03, "loss": 0.02},
+        "arrivals": len(arrivals),
+        "mean_gap_s": round(sum(gaps) / len(gaps), 4),
+        "max_gap_s": round(max(gaps), 4),
+        "timeout_without_false_positive_s": round(timeout, 4),
+        "phi_threshold_without_false_positive": round(detector.threshold, 3),
+        "phi_detection_silence_s": round(phi_silence, 4),
+        "faster": "phi" if phi_silence < timeout else "timeout",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes only")
+    args = parser.parse_args()
+    sizes = (10, 100) if args.quick else (10, 100, 1000)
+    results: dict[str, Any] = {"convergence": [], "detection": []}
+    for n in sizes:
+        results["convergence"].append(run_convergence(n))
+        print(results["convergence"][-1], flush=True)
+    for keepalive in (0.1, 0.25, 0.5, 1.0):
+        for ratio in (3.0, 5.0):
+            for partition in ("short", "long"):
+                for seed in range(3):
+                    row = run_detection(keepalive, ratio, partition, seed)
+                    results["detection"].append(row)
+                    print(row, flush=True)
+    results["phi_against_timeout"] = run_phi_against_timeout(
+        seconds=120.0 if args.quick else 600.0
+    )
+    print(results["phi_against_timeout"], flush=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
