@@ -8,14 +8,17 @@ fast; ``CHASKI_FUZZ_EXAMPLES=N`` runs N per test for a longer campaign.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pki import Pki
 
 from chaski_actors import Node, ProtocolError
 from chaski_actors.codec import FrameDecoder, encode_frame
@@ -229,3 +232,78 @@ def test_a_node_survives_any_frames(sent: list[bytes], greeted: bool) -> None:
 
     crashes, name = run_sim(main, graph, limit=600.0)
     assert (crashes, name) == ([], "a")
+
+
+# -- the simulated TLS handshake ---------------------------------------------------
+
+tls_records = st.lists(
+    st.tuples(st.sampled_from([22, 23, 0]), st.binary(max_size=200)).map(
+        lambda kb: bytes([kb[0], 3, 3]) + len(kb[1]).to_bytes(2, "big") + kb[1]
+    )
+    | st.binary(max_size=40),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=max(EXAMPLES // 4, 10),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+@given(tls_records)
+def test_a_tls_node_survives_any_handshake(pki: Pki, records: list[bytes]) -> None:
+    """Made-up TLS records: the node refuses them, crashes nothing, still works."""
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_edge("a", "x", latency=0.001)
+    graph.add_edge("a", "b", latency=0.001)
+
+    async def main(net: Any) -> tuple[list[Any], str, list[str]]:
+        a = Node(net.runtime("a"), "a", tls=pki.tls("a"))
+        async with a, Node(net.runtime("b"), "b", tls=pki.tls("b")) as b:
+            raw = await net.runtime("x").connect(*a.address)
+            for record in records:
+                await raw.send(record)
+            await a.runtime.sleep(0.1)
+            raw.abort()
+            peer = await b.connect(*a.address)
+            return list(net.kernel.crashes), peer.name, sorted(a.links)
+
+    crashes, name, links = run_sim(main, graph, limit=600.0)
+    assert (crashes, name, links) == ([], "a", ["b"])
+
+
+# -- no code from the network ----------------------------------------------------
+
+
+def test_no_eval_exec_or_pickle_anywhere() -> None:
+    """Nothing in the package can turn received bytes into code."""
+    root = Path(__file__).resolve().parent.parent
+    banned_calls = {"eval", "exec", "compile", "__import__"}
+    banned_modules = {"pickle", "cPickle", "dill", "marshal", "shelve", "jsonpickle"}
+    found = []
+    for folder in ("chaski_actors", "sim", "real"):
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id in banned_calls
+                ):
+                    found.append(f"{path.name}:{node.lineno} calls {node.func.id}")
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                found += [
+                    f"{path.name}:{node.lineno} imports {name}"
+                    for name in names
+                    if name.split(".")[0] in banned_modules
+                ]
+    assert found == []
