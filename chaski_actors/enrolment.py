@@ -63,8 +63,10 @@ from .errors import (
 from .identity import (
     Trust,
     check_name,
+    check_revocation_list,
     fingerprint,
     load_certificate,
+    load_trust,
     verify_certificate,
 )
 from .log import node_logger
@@ -78,15 +80,20 @@ __all__ = [
     "EnrolmentClient",
     "EnrolmentServer",
     "Issued",
+    "ListClient",
+    "ListWanted",
     "Request",
     "ServerState",
     "enrol",
+    "fetch_revocations",
     "serve_enrolment",
 ]
 
 REQUEST: Final = 1  # name, CSR (DER), nonce, mac
 ISSUED: Final = 2  # certificate (DER), root (DER), revocation list (PEM), mac
 REFUSED: Final = 3  # reason
+LIST_WANTED: Final = 4  # (nothing): "send me your revocation list"
+LIST: Final = 5  # revocation list (PEM)
 
 # Certificates and lists are a few hundred bytes each; 64 KiB leaves room
 # for a revocation list of a thousand entries and bounds what a stranger
@@ -101,6 +108,8 @@ _SCHEMAS: Final[dict[int, tuple[str, tuple[type, ...]]]] = {
     REQUEST: ("request", (str, bytes, bytes, bytes)),
     ISSUED: ("issued", (bytes, bytes, bytes, bytes)),
     REFUSED: ("refused", (str,)),
+    LIST_WANTED: ("list-wanted", ()),
+    LIST: ("list", (bytes,)),
 }
 # Only the codec's plain msgpack types: enrolment needs no extension types,
 # and a stranger's bytes should reach as little code as possible.
@@ -127,6 +136,7 @@ CLIENT_STEPS: Final = {
 }
 SERVER_STEPS: Final = {
     (ServerState.AWAITING_REQUEST, REQUEST): ServerState.DECIDING,
+    (ServerState.AWAITING_REQUEST, LIST_WANTED): ServerState.DECIDING,
 }
 
 
@@ -138,6 +148,12 @@ class Request:
     public_key: ed25519.Ed25519PublicKey
     ips: tuple[str, ...]
     token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListWanted:
+    """A node asks for the current revocation list (no token needed: the
+    list is public, and signed, so it cannot be forged on the way)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,15 +311,24 @@ class EnrolmentServer:
     def __repr__(self) -> str:
         return f"<EnrolmentServer {self.state.value}>"
 
-    def receive_data(self, data: bytes) -> Request | None:
+    def receive_data(self, data: bytes) -> Request | ListWanted | None:
         for kind, fields in self._frames.feed(data):
             step = SERVER_STEPS.get((self.state, kind))
             if step is None:
                 raise ProtocolError(f"unexpected enrolment frame in {self.state.value}")
             self.state = step
+            if kind == LIST_WANTED:
+                return ListWanted()
             self._request = self._check_request(*fields)
             return self._request
         return None
+
+    def revocation_list(self, pem: bytes) -> bytes:
+        """The answer to :class:`ListWanted`: the CA's current list."""
+        if self.state is not ServerState.DECIDING:
+            raise ProtocolError(f"nothing to answer in {self.state.value}")
+        self.state = ServerState.ANSWERED
+        return _frame(LIST, pem)
 
     def _check_request(
         self, name: str, csr_der: bytes, nonce: bytes, mac: bytes
@@ -371,6 +396,46 @@ def _requested_ips(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
     except (x509.ExtensionNotFound, ValueError):
         return ()
     return tuple(str(a) for a in alternatives.get_values_for_type(x509.IPAddress))
+
+
+class ListClient:
+    """Asks the enrolment service for its revocation list, and checks it.
+
+    The list must be signed by ``root``, the root the node already trusts;
+    anything else raises ProtocolError (CertificateError for a bad list).
+    """
+
+    def __init__(self, root: x509.Certificate) -> None:
+        self._root = root
+        self._frames = _Frames()
+        self.state = ClientState.SENDING
+
+    def __repr__(self) -> str:
+        return f"<ListClient {self.state.value}>"
+
+    def request(self) -> bytes:
+        if self.state is not ClientState.SENDING:
+            raise ProtocolError(f"the request was already sent ({self.state.value})")
+        self.state = ClientState.AWAITING_ANSWER
+        return _frame(LIST_WANTED)
+
+    def receive_data(self, data: bytes) -> x509.CertificateRevocationList | None:
+        for kind, fields in self._frames.feed(data):
+            if self.state is not ClientState.AWAITING_ANSWER or kind != LIST:
+                self.state = ClientState.REFUSED
+                raise ProtocolError(f"unexpected frame in {self.state.value}")
+            self.state = ClientState.ENROLLED
+            return self._check(fields[0])
+        return None
+
+    def _check(self, pem: bytes) -> x509.CertificateRevocationList:
+        try:
+            revocations = x509.load_pem_x509_crl(pem)
+        except ValueError as exc:
+            raise CertificateError(f"not a revocation list: {exc}") from exc
+        # The same check that every handshake makes on the list.
+        check_revocation_list(revocations, self._root)
+        return revocations
 
 
 # -- drivers -----------------------------------------------------------------
@@ -487,6 +552,8 @@ async def _decide(
         if not data:
             raise BrokenResourceError("closed before a whole request arrived")
         request = server.receive_data(data)
+    if isinstance(request, ListWanted):
+        return server.revocation_list(authority.revocation_pem())
     now = _utc(runtime)
     if not authority.redeem_token(request.token, now=now):
         # Another connection redeemed the same token a moment ago.
@@ -511,3 +578,45 @@ async def _send_refusal(stream: Stream, server: EnrolmentServer, reason: str) ->
         await stream.aclose()
     except BrokenResourceError:
         stream.abort()
+
+
+async def fetch_revocations(
+    runtime: Runtime,
+    address: tuple[str, int],
+    tls: TlsConfig,
+    *,
+    timeout_s: float = 10.0,
+) -> bool:
+    """Fetch the CA's revocation list into ``tls.revocation_list``.
+
+    The list must be signed by ``tls.ca_certificate`` and no older than the
+    one in place (an attacker replaying an old list must not un-revoke a
+    node). Returns whether the file was replaced.
+    """
+    if tls.revocation_list is None:
+        raise ConfigError("this TLS configuration names no revocation list file")
+    client = ListClient(load_trust(tls).root)
+    try:
+        async with runtime.timeout(timeout_s):
+            stream = await runtime.connect(*address)
+            try:
+                await stream.send(client.request())
+                fresh = None
+                while fresh is None:
+                    data = await stream.receive(ENROLMENT_MAX_FRAME)
+                    if not data:
+                        raise BrokenResourceError("the CA closed without answer")
+                    fresh = client.receive_data(data)
+            finally:
+                stream.abort()
+    except TimeoutError as exc:
+        raise ConnectError(f"no answer from the CA at {address} in time") from exc
+
+    current = load_trust(tls).revocations
+    if current is not None and fresh.last_update_utc < current.last_update_utc:
+        raise CertificateError("the CA sent a list older than the one in place")
+    pem = fresh.public_bytes(serialization.Encoding.PEM)
+    if current is not None and current.public_bytes(serialization.Encoding.PEM) == pem:
+        return False
+    write_private(Path(tls.revocation_list), pem)
+    return True

@@ -51,6 +51,7 @@ __all__ = [
     "NAME_PATTERN",
     "Trust",
     "check_name",
+    "check_revocation_list",
     "fingerprint",
     "load_certificate",
     "load_trust",
@@ -184,10 +185,7 @@ def _check_revocation(certificate: x509.Certificate, trust: Trust) -> None:
     revocations = trust.revocations
     if revocations is None:
         return
-    if revocations.issuer != trust.root.subject or not revocations.is_signature_valid(
-        trust.root.public_key()  # type: ignore[arg-type]
-    ):
-        raise CertificateError("the revocation list is not signed by our root")
+    check_revocation_list(revocations, trust.root)
     entry = revocations.get_revoked_certificate_by_serial_number(
         certificate.serial_number
     )
@@ -197,6 +195,16 @@ def _check_revocation(certificate: x509.Certificate, trust: Trust) -> None:
             f"{certificate.serial_number}) was revoked at "
             f"{entry.revocation_date_utc:%Y-%m-%d %H:%M:%S} UTC"
         )
+
+
+def check_revocation_list(
+    revocations: x509.CertificateRevocationList, root: x509.Certificate
+) -> None:
+    """CertificateError unless ``revocations`` was issued and signed by ``root``."""
+    if revocations.issuer != root.subject or not revocations.is_signature_valid(
+        root.public_key()  # type: ignore[arg-type]
+    ):
+        raise CertificateError("the revocation list is not signed by our root")
 
 
 def _check_identity(certificate: x509.Certificate, expected: str | None) -> str:

@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from chaski_actors.ca import CertificateAuthority
-from chaski_actors.enrolment import TOKEN_BYTES, enrol, serve_enrolment
-from chaski_actors.errors import ConfigError, ConnectError
-from chaski_actors.log import configure_logging
+from chaski_actors.enrolment import (
+    TOKEN_BYTES,
+    enrol,
+    fetch_revocations,
+    serve_enrolment,
+)
+from chaski_actors.errors import ConfigError, ConnectError, ProtocolError
+from chaski_actors.log import configure_logging, node_logger
 from chaski_actors.node import Node
 from chaski_actors.runtime import TlsConfig
 
@@ -64,6 +69,18 @@ def register(sub: Any) -> None:
     node.add_argument("--subscribe", action="append", default=[], metavar="TOPIC")
     node.add_argument(
         "--connect", action="append", default=[], metavar="HOST:PORT", help="a peer"
+    )
+    node.add_argument(
+        "--crl-from",
+        metavar="HOST:PORT",
+        help="a CA's enrolment service to fetch the revocation list from",
+    )
+    node.add_argument(
+        "--crl-every",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds between fetches (default 300)",
     )
     node.set_defaults(command=_cmd_node)
 
@@ -214,11 +231,34 @@ def _cmd_node(args: argparse.Namespace) -> int:
                 except ConnectError as exc:
                     node.log.warning("cannot link to %s:%s: %s", *peer, exc)
             reader = runtime.spawn(_print_messages(node), name="print")
+            fetcher = None
+            if args.crl_from and tls is not None:
+                source = _address(args.crl_from)
+                fetcher = runtime.spawn(
+                    _refresh_revocations(node, source, tls, args.crl_every),
+                    name="revocations",
+                )
             await stopped.wait()
             reader.cancel()
+            if fetcher is not None:
+                fetcher.cancel()
             node.log.info("interrupted, stopping")
 
     return _run_until_interrupted(run)
+
+
+async def _refresh_revocations(
+    node: Node, source: tuple[str, int], tls: TlsConfig, every_s: float
+) -> None:
+    log = node_logger("security", node.runtime, node.name)
+    while True:
+        try:
+            if await fetch_revocations(node.runtime, source, tls):
+                log.info("new revocation list from %s:%s", *source)
+        except (ConnectError, ProtocolError) as exc:
+            # The list in place stays in force; the next round tries again.
+            log.warning("cannot fetch the revocation list: %s", exc)
+        await node.runtime.sleep(every_s)
 
 
 async def _print_messages(node: Node) -> None:

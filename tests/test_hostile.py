@@ -30,6 +30,7 @@ from chaski_actors.enrolment import (
     REQUEST,
     EnrolmentClient,
     EnrolmentServer,
+    ListClient,
 )
 from chaski_actors.files import Files
 from chaski_actors.protocol import HELLO, SCHEMAS, LinkProtocol, LinkState
@@ -42,7 +43,11 @@ EXAMPLES = int(os.environ.get("CHASKI_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
@@ -194,6 +199,18 @@ def test_enrolment_client(data: bytes, where: list[int]) -> None:
     try:
         for piece in chunked(data, where):
             assert client.receive_data(piece, now=NOW) is None
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(enrolment_bytes.map(b"".join), cuts)
+def test_list_client(pki: Pki, data: bytes, where: list[int]) -> None:
+    client = ListClient(pki.ca.root)
+    client.request()
+    try:
+        for piece in chunked(data, where):
+            client.receive_data(piece)
     except ProtocolError:
         pass
 
