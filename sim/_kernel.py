@@ -5,14 +5,21 @@ to the event loop, which resumes the coroutine when the future is done. Here
 the same happens with simpy in place of the loop:
 
 * every awaitable the simulated runtime hands out yields a ``simpy.Event``;
-* a :class:`SimTask` is a simpy process whose generator is a trampoline: it
-  sends the coroutine the value of the event it last yielded (or throws the
-  event's failure into it), takes the next event the coroutine yields, and
-  yields that to simpy;
-* cancelling a task interrupts its process; the trampoline turns the
-  interrupt into ``asyncio.CancelledError`` thrown at the coroutine's current
+* a :class:`SimTask` is a trampoline driven by event callbacks: it sends the
+  coroutine the value of the event it last yielded (or throws the event's
+  failure into it), takes the next event the coroutine yields, and hangs
+  itself on that event's callbacks. It starts from an event scheduled like
+  simpy's own process initialisation, so tasks start in spawn order;
+* cancelling a task unhooks it from the event it waits for and schedules a
+  wake-up that throws ``asyncio.CancelledError`` at the coroutine's current
   ``await``, so ``try``/``finally`` and ``async with`` clean up exactly as they
   would under asyncio.
+
+A task is not a ``simpy.Process``. A process costs two more events per life
+(its initialisation and its own termination) and a generator frame between
+simpy and the coroutine on every step; tasks are spawned for every call and
+every acknowledgement, and resumed several times per delivered message, so
+those costs were a large share of a simulation's wall-clock time.
 
 A coroutine that awaits something foreign (an asyncio future, say) gets a
 ``TypeError`` thrown back in, because simpy could never resume it.
@@ -39,12 +46,16 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 import simpy
+from simpy.events import URGENT as _URGENT
 
 T = TypeVar("T")
 
 log = logging.getLogger("chaski.runtime")
 
 _PENDING = object()
+
+# _URGENT: task starts and cancellations run before ordinary events of the
+# same instant, as simpy's own process starts and interrupts do.
 
 
 class TimerHandle:
@@ -198,19 +209,24 @@ class SimTask(Generic[T]):
         "_kernel",
         "_must_throw",
         "_name",
-        "_process",
-        "_waiting",
+        "_waiting_on",
     )
 
     def __init__(self, kernel: Kernel, coro: Coroutine[Any, Any, T], name: str) -> None:
         self._kernel = kernel
         self._coro = coro
         self._name = name
-        self._done: SimFuture[T] = SimFuture(kernel.env)
+        env = kernel.env
+        self._done: SimFuture[T] = SimFuture(env)
         self._cancel_requested = False
         self._must_throw = False
-        self._waiting = False
-        self._process = kernel.env.process(self._trampoline())
+        # The event whose callbacks hold this task's next step, if it waits.
+        self._waiting_on: simpy.Event | None = None
+        start = simpy.Event(env)
+        start._ok = True
+        start._value = None
+        start.callbacks.append(self._resume)
+        env.schedule(start, _URGENT)
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"
@@ -234,11 +250,19 @@ class SimTask(Generic[T]):
         if self._cancel_requested:
             return True
         self._cancel_requested = True
-        # A task parked on an event is woken by an interrupt; one that has not
-        # started, or is running right now, is thrown the error at its next
-        # await instead (simpy forbids interrupting those).
-        if self._waiting and self._kernel.current is not self:
-            self._process.interrupt(msg)
+        # A task parked on an event is unhooked from it and woken at once; one
+        # that has not started, or is running right now, is thrown the error
+        # at its next await instead.
+        waiting_on = self._waiting_on
+        if waiting_on is not None and self._kernel.current is not self:
+            self._waiting_on = None
+            waiting_on.callbacks.remove(self._resume)
+            wake = simpy.Event(self._kernel.env)
+            wake._ok = False
+            wake._value = CancelledError(msg) if msg else CancelledError()
+            wake._defused = True
+            wake.callbacks.append(self._resume)
+            self._kernel.env.schedule(wake, _URGENT)
         else:
             self._must_throw = True
         return True
@@ -251,15 +275,23 @@ class SimTask(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         return self._done.__await__()
 
-    def _trampoline(self) -> Generator[simpy.Event, Any, None]:
+    def _resume(self, event: simpy.Event) -> None:
+        """An event this task waited for was processed: take the next step."""
+        self._waiting_on = None
+        if event._ok:
+            self._step(event._value, None)
+        else:
+            # Handled here, so simpy must not raise it out of run().
+            event._defused = True
+            self._step(None, event._value)
+
+    def _step(self, value: Any, error: BaseException | None) -> None:
         coro = self._coro
         kernel = self._kernel
-        value: Any = None
-        error: BaseException | None = None
         while True:
             if self._must_throw:
                 self._must_throw = False
-                error = CancelledError()
+                value, error = None, CancelledError()
             kernel.current = self
             try:
                 target = coro.send(value) if error is None else coro.throw(error)
@@ -285,31 +317,19 @@ class SimTask(Generic[T]):
                 continue
             if self._must_throw:
                 continue
-            self._waiting = True
-            try:
-                value = yield target
-            except simpy.Interrupt:
-                error = CancelledError()
-            except GeneratorExit:
-                # The process is being discarded (the simulation was dropped):
-                # let the coroutine's own cleanup run, then go.
-                coro.close()
-                raise
-            except BaseException as exc:
-                # simpy throws a copy of a failed event's exception, rebuilt
-                # from its args alone, so attributes set by keyword are lost;
-                # asyncio raises the original, and so must we.
-                original = exc.__cause__
-                error = original if original is _failure_of(target) else exc
-            finally:
-                self._waiting = False
-
-
-def _failure_of(event: simpy.Event) -> BaseException | None:
-    """The exception a failed event carries, or None for any other event."""
-    if event.triggered and not event.ok:
-        return cast(BaseException, event.value)
-    return None
+            callbacks = target.callbacks
+            if callbacks is None:
+                # Already processed: its outcome is known, carry on at once,
+                # as a simpy process would.
+                if target._ok:
+                    value = target._value
+                else:
+                    target._defused = True
+                    error = target._value
+                continue
+            callbacks.append(self._resume)
+            self._waiting_on = target
+            return
 
 
 class Kernel:
