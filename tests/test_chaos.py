@@ -352,3 +352,28 @@ duration_s = 1.0
     assert any(r.receiver == "1" and r.life == 1 for r in recorder.receipts)
     verdict = check_delivery(recorder)
     assert (verdict.duplicated, verdict.reordered, verdict.unconverged) == (0, 0, 0)
+
+
+# -- the CI-sized chaos run ------------------------------------------------------
+
+
+def test_fifty_seeds_of_chaos_keep_order_and_lose_nothing_without_crashes() -> None:
+    # Every seed: no duplicates, no reordering. Seeds whose schedule has no
+    # crash: nothing lost and every link back after the last fault heals.
+    # A crash is held to less for now: a restarted node is not yet re-paired
+    # with peers that hold a waiting session for its previous life, so those
+    # peers publish into a link that never comes back (see the notes of
+    # issue 3). When that is fixed, assert totals.ok for every seed.
+    scenario = load_scenario(MESH)
+    messages = clean_seeds = 0
+    for seed in range(1, 51):
+        report = simulate(scenario, seed=seed)
+        verdict = check_delivery(report.recorder)
+        replay = f"chaski-actors simulate {MESH} --seed {seed}: {verdict.problems[:3]}"
+        assert (verdict.duplicated, verdict.reordered) == (0, 0), replay
+        if not any(f.kind == "crash" for f in report.faults):
+            clean_seeds += 1
+            assert verdict.ok, replay
+        messages += verdict.messages
+    assert clean_seeds >= 10
+    assert messages > 40_000
