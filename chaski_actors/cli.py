@@ -2,8 +2,8 @@
 
 Each subcommand is a function ``(args) -> int`` registered in
 :func:`_parser` (the scenario commands live in ``commands.py``); the exit
-status is 0 on success, 1 when the run found a
-problem (a chaos failure, say), 2 for bad input.
+status is 0 on success, 1 when the run found a problem (a chaos failure,
+say), 2 for bad input.
 """
 
 from __future__ import annotations

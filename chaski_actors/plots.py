@@ -91,7 +91,7 @@ def latency_cdf(report: Mapping[str, Any], path: Path) -> Path:
 
 def latency_timeline(report: Mapping[str, Any], path: Path) -> Path:
     """Latency over the run, per topic, with fault windows shaded."""
-    figure, axes = _figure(9.0, 5.0)
+    figure, axes = _figure(10.0, 5.0)
     for i, (start, end, what) in enumerate(
         (f["start_s"], f["end_s"], f["what"]) for f in report["faults"]
     ):
@@ -139,7 +139,8 @@ def latency_timeline(report: Mapping[str, Any], path: Path) -> Path:
     else:
         axes.set_ylim(bottom=0)
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8, ncols=2, framealpha=0.9)
+    # Outside the axes: inside, it would hide the end of the run.
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save(figure, path)
 
 

@@ -413,11 +413,12 @@ def build_graph(scenario: Scenario) -> nx.Graph[str]:
             graph = build(**params)
         except (TypeError, ValueError, nx.NetworkXError) as exc:
             raise ConfigError(
-                f"topology: {spec.generator}({params}) failed: {exc}"
+                f"{scenario.path or '<scenario>'}: topology.generator "
+                f"{spec.generator}({params}) failed: {exc}"
             ) from exc
     graph = nx.relabel_nodes(graph, {n: _host_name(n) for n in graph.nodes})
     for u, v, attrs in graph.edges(data=True):
-        where = f"{spec.file or 'topology'}: edge {u}-{v}"
+        where = f"{spec.file or scenario.path or '<scenario>'}: edge {u}-{v}"
         _edge_units(attrs, where)
         if spec.latency_per_distance_s and "latency" not in attrs:
             base = spec.links.get("latency", 0.0)

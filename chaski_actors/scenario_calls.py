@@ -37,18 +37,19 @@ class Echo:
 def check_calls(graph: nx.Graph[str], scenario: Scenario) -> None:
     """Refuse calls to hosts that are not in the graph or do not serve."""
     hosts = set(graph.nodes)
+    source = scenario.path or "<scenario>"
     for i, role in enumerate(scenario.roles):
         for call in role.call:
             for target in call.hosts:
                 if target not in hosts:
                     raise ConfigError(
-                        f"roles[{i}].call {call.name}: no host {target!r} "
+                        f"{source}: roles[{i}].call {call.name}: no host {target!r} "
                         "in the topology"
                     )
                 if not any(r.serve and r.applies_to(target) for r in scenario.roles):
                     raise ConfigError(
-                        f"roles[{i}].call {call.name}: host {target!r} serves "
-                        "nothing; give it a role with serve = true"
+                        f"{source}: roles[{i}].call {call.name}: host {target!r} "
+                        "serves nothing; give it a role with serve = true"
                     )
 
 

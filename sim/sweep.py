@@ -4,6 +4,11 @@ One seed is one possible run; the spread across seeds says how much of a
 figure is the topology and how much is luck (which packets were lost, which
 jitter was drawn). Each seed runs in its own process, because a simulation
 is pure Python and holds the interpreter lock the whole time.
+
+What a seed changes: the network's draws (latency, jitter, loss), the
+applications' (publishers' phases) and a ``[chaos]`` schedule. The topology
+of a seeded generator stays the one drawn from the scenario's own seed, so
+that a sweep compares runs over one map rather than over many maps.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaski_actors.cli import main
+from chaski_actors.commands import ProgressBar
 from chaski_actors.errors import ConfigError
 from chaski_actors.report import (
     ReportError,
@@ -165,3 +167,22 @@ def test_bad_seed_ranges_are_refused(capsys: pytest.CaptureFixture[str]) -> None
     ring = str(ROOT / "scenarios" / "ring.toml")
     assert main(["simulate", ring, "--seeds", "3..x"]) == 2
     assert "--seeds '3..x'" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_draws_on_a_terminal_only() -> None:
+    terminal, pipe = _Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        bar = ProgressBar(stream, "simulating star")
+        for now in (0.0, 16.0, 32.0):
+            bar(now, 32.0)
+        bar.close()
+
+    assert pipe.getvalue() == ""
+    frames = terminal.getvalue().split("\r")[1:]
+    assert frames[1] == f"simulating star [{'#' * 15}{'.' * 15}]    16.0 / 32.0 s"
+    assert frames[-1] == f"simulating star [{'#' * 30}]    32.0 / 32.0 s\n"
