@@ -441,8 +441,19 @@ class Node:
             await self._send_quietly(link, SUB, topic)
         for topic in sorted(advertised - self.topics):
             await self._send_quietly(link, UNSUB, topic)
-        for frame in frames[1:]:
-            await self._dispatch(link, frame)
+        try:
+            for frame in frames[1:]:
+                await self._dispatch(link, frame)
+        except ProtocolError as exc:
+            # Frames that arrived with the hello answer to the same rules as
+            # any later ones: a bad one drops the link (found by fuzzing).
+            self._protocol_errors += 1
+            reason = f"protocol error: {exc}"
+            self.link_log.warning("dropping %s: %s", link.peer.name, reason)
+            await self._close_link(link, reason, polite=False)
+            return None
+        except (BrokenResourceError, ClosedResourceError):
+            pass  # the link's reader sees the broken stream and deals with it
         return link
 
     async def _send_hello(

@@ -71,13 +71,37 @@ values = st.recursive(
 kinds = st.sampled_from(sorted(SCHEMAS)) | st.integers(-3, 300)
 
 
+small_ints = st.integers(-2, 40) | st.integers(-(2**63), 2**64 - 1)
+# A strategy per field type of the schemas: a made-up value of the right
+# type gets a frame past the schema check and into the node's handlers.
+by_type: dict[type, st.SearchStrategy[Any]] = {
+    str: st.sampled_from(["t", "a", "x", "b", ""]) | st.text(max_size=12),
+    int: small_ints,
+    float: st.floats(allow_nan=True),
+    bool: st.booleans(),
+    bytes: st.binary(max_size=40),
+    list: st.lists(values, max_size=4),
+    dict: st.dictionaries(st.text(max_size=8), values, max_size=4),
+    object: values,
+}
+
+
+def _field(types: tuple[type, ...]) -> st.SearchStrategy[Any]:
+    return st.one_of([by_type[t] for t in types])
+
+
 @st.composite
-def frames(draw: st.DrawFn) -> bytes:
+def frames(draw: st.DrawFn, depth: int = 1) -> bytes:
     """One well-framed frame: mostly the right shape, with made-up fields."""
     kind = draw(kinds)
     schema = SCHEMAS.get(kind)
-    count = len(schema.fields) if schema and draw(st.booleans()) else None
-    fields = draw(st.lists(values, min_size=count or 0, max_size=count or 7))
+    if schema is not None and draw(st.integers(0, 4)):
+        fields = [draw(_field(types)) for types in schema.fields]
+        if schema.fields and schema.fields[-1] == (bytes,) and depth:
+            # A frame inside a frame (a numbered one), sometimes well formed.
+            fields[-1] = draw(st.binary(max_size=40) | frames(depth=depth - 1))
+    else:
+        fields = draw(st.lists(values, max_size=7))
     try:
         return encode_frame([kind, *fields])
     except ProtocolError:

@@ -162,3 +162,19 @@ def test_a_flood_is_held_back_by_a_bounded_queue(backend: Backend) -> None:
         # Socket buffers on loopback grow to a few MiB, and the node stops
         # reading at 1 MiB unread.
         assert sent <= 16 * 1024 * 1024
+
+
+def test_a_bad_frame_that_came_with_the_hello_drops_the_link(backend: Backend) -> None:
+    """Found by fuzzing: an acknowledgement of nothing, in the hello's packet."""
+
+    async def main(net: Any) -> tuple[list[str], int, str]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            raw = await net.runtime("c").connect(*a.address)
+            ack_of_nothing = bytes.fromhex("0000000401920901")  # [ACK, 1]
+            await raw.send(_hello(LinkProtocol()) + ack_of_nothing)
+            await _until_closed(raw)
+            await eventually(a.runtime, lambda: a.statistics().protocol_errors == 1)
+            peer = await b.connect(*a.address)
+            return sorted(a.links), a.statistics().protocol_errors, peer.name
+
+    assert backend.run(main) == (["b"], 1, "a")

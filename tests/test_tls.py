@@ -202,3 +202,25 @@ def test_revoked_node_cannot_rejoin_in_the_simulator(pki: Pki, tmp_path: Any) ->
     took, error = seen[1]
     assert error.startswith("b: handshake with a:")
     assert took == pytest.approx(6 * A_B, abs=1e-12)
+
+
+def test_tls_runs_replay_in_the_simulator(pki: Pki) -> None:
+    from chaski_actors.sim.harness import run_sim
+    from conftest import line_graph
+
+    async def main(net: Any) -> str:
+        a = Node(net.runtime("a"), "a", tls=pki.tls("a"))
+        async with a, Node(net.runtime("c"), "c", tls=pki.tls("c")) as c:
+            await c.subscribe("t")
+            await a.connect(*c.address)
+            for i in range(20):
+                await a.publish("t", i)
+            for _ in range(20):
+                await c.receive()
+        return str(net.trace.digest())
+
+    first, second = (
+        run_sim(main, line_graph(), seed=3),
+        run_sim(main, line_graph(), seed=3),
+    )
+    assert first == second
