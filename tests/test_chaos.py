@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -179,6 +182,28 @@ def test_simulate_and_chaos_draw_the_same_schedule_for_a_seed() -> None:
     assert len(first.faults) == scenario.chaos.count
     assert first.trace_digest == again.trace_digest
     assert scenario_faults(scenario, 12) != first.faults
+
+
+def test_a_chaos_seed_replays_in_another_process_whatever_the_hash_seed() -> None:
+    def digest(hashseed: str) -> str:
+        command = ["chaski_actors.cli", "simulate", str(MESH), "--seed", "3"]
+        result = subprocess.run(
+            [sys.executable, "-m", *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": hashseed},
+            timeout=300,
+            check=True,
+        )
+        match = re.search(r"^trace-digest: ([0-9a-f]{64})$", result.stdout, re.M)
+        assert match, result.stdout
+        return match.group(1)
+
+    assert (
+        digest("0")
+        == digest("4242")
+        == simulate(load_scenario(MESH), seed=3).trace_digest
+    )
 
 
 def test_a_scenario_file_carries_its_faults() -> None:
