@@ -168,11 +168,17 @@ def _convergence(recorder: Recorder) -> dict[str, Any]:
         elif whole:
             after = max(relinks, default=last_end) - last_end
     return {
-        "initial_s": recorder.converged_s,
-        "after_faults_s": after,
+        "initial_s": _rounded(recorder.converged_s),
+        "after_faults_s": _rounded(after),
         "reconnections": recorder.reconnections,
         "connect_failures": recorder.connect_failures,
     }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    # To the microsecond: finer digits are float noise from subtracting
+    # clock readings, and only make the file harder to read.
+    return None if seconds is None else round(seconds, 6)
 
 
 def _links(graph: nx.Graph[str], recorder: Recorder) -> list[dict[str, Any]]:
