@@ -24,7 +24,10 @@ Enrolment tokens are one-time secrets. They never cross the network: the
 enrolment protocol (``chaski_actors.enrolment``) uses a token as the key of a
 message authentication code, so the CA must keep the token itself, in the
 ledger, which is why the ledger is as private as the key. A token is struck
-off when it is redeemed, so it cannot be used twice. The randomness for a
+off when it is redeemed, so it cannot be used twice. Tokens do not expire:
+one that was printed and never used stays valid until it is redeemed, so a
+CA operator who hands one out and changes their mind has to edit
+``ca.json`` to strike it. The randomness for a
 token comes from the caller (``Runtime.secret_bytes``), which keeps this
 module free of any entropy source of its own.
 

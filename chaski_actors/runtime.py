@@ -136,7 +136,9 @@ class TlsConfig:
     reaches a running node when the file is replaced. A handshake that has
     not finished after ``handshake_timeout_s`` is dropped: it bounds how long
     a silent peer holds a connection slot (the figure is the same as
-    ``Settings.handshake_timeout_s``, for the same reasons).
+    ``Settings.handshake_timeout_s``, for the same reasons). A node does not
+    copy its setting into this field: a node that lowers one should lower
+    both.
     """
 
     certificate: str

@@ -12,7 +12,9 @@ Afterwards :func:`verified_identity` runs the backend-neutral check of
 ``chaski_actors.identity`` on the peer's certificate, the very code that the
 simulated backend runs, which also reads the revocation list afresh; so a
 revocation takes effect without restarting the node, and both backends
-refuse exactly the same certificates.
+refuse exactly the same certificates. The price is that a revoked peer
+completes the TLS handshake before it is dropped; it is never handed to the
+node, so nothing it sends is read, but OpenSSL itself does not know the list.
 """
 
 from __future__ import annotations
