@@ -402,3 +402,39 @@ def test_fifty_seeds_of_chaos_keep_order_and_lose_nothing_without_crashes() -> N
         messages += verdict.messages
     assert clean_seeds >= 10
     assert messages > 40_000
+
+
+def test_a_clean_run_prints_only_the_totals_and_exits_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "calm.toml"
+    scenario.write_text(
+        """
+[scenario]
+duration_s = 8.0
+drain_s = 3.0
+[topology]
+generator = "cycle_graph"
+params = { n = 4 }
+[[roles]]
+hosts = "all"
+subscribe = ["t"]
+publish = [{ topic = "t", rate_hz = 4.0, size_bytes = 8 }]
+[chaos]
+kinds = ["partition", "one_way_partition", "degrade"]
+count = 2
+start_s = 1.0
+end_s = 3.0
+heal_by_s = 4.0
+[settings]
+keepalive_interval_s = 0.5
+dead_after_s = 2.0
+"""
+    )
+    assert cli_main(["chaos", str(scenario), "--seeds", "1..3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(
+        r"seeds=3 messages=[1-9]\d* lost=0 duplicated=0 reordered=0 unconverged=0",
+        lines[0],
+    )
