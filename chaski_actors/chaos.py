@@ -180,9 +180,15 @@ class _Totals:
         )
 
 
-def run_chaos(path: str, seeds: Sequence[int], out: TextIO) -> int:
-    """Run the checker over ``seeds``; print failures and totals; exit status."""
-    from .sim.scenario import simulate
+def run_chaos(
+    path: str, seeds: Sequence[int], out: TextIO, *, workers: int | None = 1
+) -> int:
+    """Run the checker over ``seeds``; print failures and totals; exit status.
+
+    ``workers`` processes share the seeds (None: one per CPU); the output
+    is the same whatever their number.
+    """
+    from .sim.chaos import check_seeds
 
     scenario = load_scenario(path)
     if scenario.chaos is None:
@@ -191,15 +197,13 @@ def run_chaos(path: str, seeds: Sequence[int], out: TextIO) -> int:
             "add one (see chaski_actors.faults)"
         )
     totals = _Totals()
-    for seed in seeds:
-        report = simulate(scenario, seed=seed)
-        verdict = check_delivery(report.recorder)
+    for seed, verdict, faults in check_seeds(scenario, seeds, workers=workers):
         totals.add(verdict)
         if verdict.ok:
             continue
         print(f"seed {seed}: FAILED {verdict.counters()}", file=out)
         print(f"  replay: chaski-actors simulate {path} --seed {seed}", file=out)
-        for fault in report.faults:
+        for fault in faults:
             print(f"  fault {fault}", file=out)
         for problem in verdict.problems[:_SHOW]:
             print(f"  {problem}", file=out)

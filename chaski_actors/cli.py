@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--seeds", default="1..50", help="seeds to run, A..B inclusive (default 1..50)"
     )
+    chaos.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes to share the seeds (default: one per CPU)",
+    )
     chaos.set_defaults(command=_cmd_chaos)
 
     # ca, enrol, node: the security and deployment commands (real backend).
@@ -113,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_chaos(args: argparse.Namespace) -> int:
     from .chaos import parse_seeds, run_chaos
 
-    return run_chaos(args.scenario, parse_seeds(args.seeds), sys.stdout)
+    seeds = parse_seeds(args.seeds)
+    return run_chaos(args.scenario, seeds, sys.stdout, workers=args.workers)
 
 
 def _scenario_options(parser: argparse.ArgumentParser) -> None:

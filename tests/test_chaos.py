@@ -431,10 +431,18 @@ keepalive_interval_s = 0.5
 dead_after_s = 2.0
 """
     )
-    assert cli_main(["chaos", str(scenario), "--seeds", "1..3"]) == 0
+    assert cli_main(["chaos", str(scenario), "--seeds", "1..3", "--workers", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     assert re.fullmatch(
         r"seeds=3 messages=[1-9]\d* lost=0 duplicated=0 reordered=0 unconverged=0",
         lines[0],
     )
+
+
+def test_the_output_does_not_depend_on_the_number_of_processes() -> None:
+    alone, shared = io.StringIO(), io.StringIO()
+    status = run_chaos(str(MESH), range(1, 5), alone, workers=1)
+    assert run_chaos(str(MESH), range(1, 5), shared, workers=2) == status
+    assert alone.getvalue() == shared.getvalue()
+    assert alone.getvalue().splitlines()[-1].startswith("seeds=4 messages=")
