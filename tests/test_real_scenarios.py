@@ -11,6 +11,7 @@ import pytest
 
 from chaski_actors import Node
 from chaski_actors.cli import main
+from chaski_actors.faults import Fault
 from chaski_actors.real.delay import DelayedLoopback
 from chaski_actors.real.scenario import run_scenario
 from chaski_actors.report import check_report, load_report
@@ -111,3 +112,40 @@ def test_every_scenario_runs_on_sockets(path: Path) -> None:
     check_report(report)
     assert report["convergence"]["initial_s"] is not None
     assert sum(t["delivered"] for t in report["topics"].values()) > 0
+
+
+def test_the_delay_layer_plays_faults_as_the_simulator_does() -> None:
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_edge("a", "b", latency=0.01)
+    graph.add_edge("b", "c", latency=0.02)
+    one_way = Fault(at_s=0.0, kind="partition", hosts=("a",), one_way=True)
+    slow = Fault(at_s=0.0, kind="degrade", link=("b", "c"), latency_s=0.5)
+    down = Fault(at_s=0.0, kind="link_down", link=("a", "b"))
+    crash = Fault(at_s=0.0, kind="crash", hosts=("c",))
+
+    async def main() -> None:
+        network = DelayedLoopback(graph, seed=1)
+        assert network.delay("a", "c") == pytest.approx(0.03)
+
+        network.apply(one_way)
+        assert network.delay("a", "c") is None
+        assert network.delay("c", "a") == pytest.approx(0.03)
+        network.undo(one_way)
+
+        network.apply(slow)
+        assert network.delay("a", "c") == pytest.approx(0.51)
+        network.undo(slow)
+        assert network.delay("c", "b") == pytest.approx(0.02)
+
+        network.apply(down)
+        network.apply(down)
+        network.undo(down)
+        # Two overlapping outages: the link is back only when both end.
+        assert network.delay("a", "b") is None
+        network.undo(down)
+        assert network.delay("a", "b") == pytest.approx(0.01)
+
+        network.apply(crash)
+        assert network.skipped_faults == 1
+
+    asyncio.run(main())
