@@ -44,9 +44,9 @@ class Profile:
     rounds: int
     pubsub_sizes: tuple[int, ...]
     pubsub_fanouts: tuple[int, ...]
-    # Messages per round, by payload size; sized so a round of the slowest
-    # subject takes a second or two.
-    pubsub_messages: dict[int, int]
+    # Messages per round, by payload size and subscribers; sized so that a
+    # round of the slowest subject takes a few seconds.
+    pubsub_messages: dict[tuple[int, int], int]
     rpc_calls: int
     rpc_flight_calls: int
     sim_hosts: tuple[int, ...]
@@ -66,7 +66,12 @@ FULL = Profile(
     rounds=5,
     pubsub_sizes=(64, 4096),
     pubsub_fanouts=(1, 8),
-    pubsub_messages={64: 100_000, 4096: 20_000},
+    pubsub_messages={
+        (64, 1): 50_000,
+        (64, 8): 10_000,
+        (4096, 1): 20_000,
+        (4096, 8): 4_000,
+    },
     rpc_calls=5_000,
     rpc_flight_calls=20_000,
     sim_hosts=(10, 100, 1_000, 10_000),
@@ -84,7 +89,7 @@ QUICK = Profile(
     rounds=3,
     pubsub_sizes=(64, 4096),
     pubsub_fanouts=(1,),
-    pubsub_messages={64: 20_000, 4096: 5_000},
+    pubsub_messages={(64, 1): 20_000, (4096, 1): 5_000},
     rpc_calls=1_000,
     rpc_flight_calls=4_000,
     sim_hosts=(10, 1_000),
@@ -103,7 +108,7 @@ TINY = Profile(
     rounds=1,
     pubsub_sizes=(64,),
     pubsub_fanouts=(1,),
-    pubsub_messages={64: 50},
+    pubsub_messages={(64, 1): 50},
     rpc_calls=10,
     rpc_flight_calls=64,
     sim_hosts=(10,),
@@ -163,7 +168,7 @@ def _pubsub(profile: Profile, results: Results) -> Plan:
                     subject,
                     size,
                     fanout,
-                    profile.pubsub_messages[size],
+                    profile.pubsub_messages[size, fanout],
                     profile.rounds,
                     deadline_s=profile.deadline_s,
                 )
