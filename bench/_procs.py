@@ -10,6 +10,7 @@ over is terminated: a benchmark that hangs must not hang the whole run.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import multiprocessing.context
 import os
@@ -71,12 +72,16 @@ class Workers:
                 process.join(timeout=2.0)
 
 
-def profile_here(role: str) -> None:
-    """Sample this worker with py-spy when BENCH_PYSPY names a folder.
+def start_worker(role: str) -> None:
+    """Set up a worker process: chaski's logs quiet, py-spy if asked for.
 
-    A debugging aid for finding hot paths: each worker process writes
-    ``<folder>/<role>-<pid>.txt`` in py-spy's collapsed-stack format.
+    When BENCH_PYSPY names a folder, each worker samples itself with py-spy
+    and writes ``<folder>/<role>-<pid>.txt`` in collapsed-stack format: the
+    way to find the hot paths of one benchmark case.
     """
+    # A subscriber that leaves first makes the publisher warn about frames
+    # left unacknowledged: expected here, and noise in the benchmark's output.
+    logging.getLogger("chaski").setLevel(logging.ERROR)
     folder = os.environ.get("BENCH_PYSPY")
     if not folder:
         return

@@ -44,10 +44,11 @@ def _worker(links: int, result_q: Any) -> None:
 
 
 async def _measure(links: int) -> float:
-    from chaski_actors import Node
+    from chaski_actors import Node, Settings
     from chaski_actors.real import RealRuntime
 
-    hub = Node(RealRuntime(), "hub")
+    # The default max_connections (64) would refuse most of the clients.
+    hub = Node(RealRuntime(), "hub", settings=Settings(max_connections=links + 8))
     await hub.start()
     clients = [Node(RealRuntime(), f"c{i}") for i in range(links)]
     for client in clients:

@@ -35,7 +35,7 @@ from typing import Any
 
 import msgpack
 
-from ._procs import Workers, profile_here, use_uvloop
+from ._procs import Workers, start_worker, use_uvloop
 from ._stats import Figure
 
 __all__ = ["Case", "available", "run_case"]
@@ -122,7 +122,7 @@ class _Rounds:
 
 
 def _publisher(case: Case, ports: list[int], done_q: Any, result_q: Any) -> None:
-    profile_here(f"{case.subject}-publisher")
+    start_worker(f"{case.subject}-publisher")
     use_uvloop(case.uvloop)
     if case.subject == "pyzmq":
         result_q.put(_zmq_publisher(case, ports, done_q))
@@ -133,7 +133,7 @@ def _publisher(case: Case, ports: list[int], done_q: Any, result_q: Any) -> None
 
 
 def _subscriber(case: Case, index: int, ports_q: Any, done_q: Any) -> None:
-    profile_here(f"{case.subject}-subscriber")
+    start_worker(f"{case.subject}-subscriber")
     use_uvloop(case.uvloop)
     counter = _Counter(case, index, done_q)
     if case.subject == "pyzmq":

@@ -30,7 +30,7 @@ from typing import Any
 
 import msgpack
 
-from ._procs import Workers, profile_here, use_uvloop
+from ._procs import Workers, start_worker, use_uvloop
 from ._stats import Figure, percentile
 
 __all__ = ["Case", "available", "run_case"]
@@ -101,7 +101,7 @@ def available(subject: str) -> str | None:
 
 
 def _server(case: Case, address_q: Any, stop_q: Any) -> None:
-    profile_here(f"{case.subject}-server")
+    start_worker(f"{case.subject}-server")
     use_uvloop(case.uvloop)
     if case.subject == "pyro5":
         _pyro_server(address_q, stop_q)
@@ -112,7 +112,7 @@ def _server(case: Case, address_q: Any, stop_q: Any) -> None:
 
 
 def _client(case: Case, address: Any, result_q: Any) -> None:
-    profile_here(f"{case.subject}-client")
+    start_worker(f"{case.subject}-client")
     use_uvloop(case.uvloop)
     if case.subject == "pyro5":
         result_q.put(_pyro_client(case, address))
