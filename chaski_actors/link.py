@@ -19,10 +19,11 @@ new due time. So an active link costs one timer event per interval, and an
 idle one a heartbeat per interval. A bare acknowledgement is also due on a
 timer (``ack_delay_s``) unless outgoing data carried it first.
 
-The frames that timers want sent (heartbeats, acknowledgements) go out from
-one short task per link at a time (:meth:`Link._kick`), never from the
-reader: a reader that waits to write while its peer's reader also waits to
-write would deadlock two full TCP windows.
+The frames that timers or the reader want sent (heartbeats,
+acknowledgements, pongs) go out from one short task per link at a time
+(:meth:`Link._kick`), never from the reader: a reader that waits to write
+while its peer's reader also waits to write would deadlock two full TCP
+windows.
 
 Ordering
 --------
@@ -37,11 +38,12 @@ then opens the link to direct writes, with no await in between.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .errors import BrokenResourceError, ClosedResourceError
 from .metrics import RttEstimator
-from .protocol import ACK, HEARTBEAT, SEQ, LinkProtocol
+from .protocol import ACK, HEARTBEAT, PONG, SEQ, LinkProtocol
 from .runtime import Address, Stream, Task, Timer
 from .session import Session
 from .sync import Event, Queue
@@ -55,6 +57,10 @@ __all__ = ["Link"]
 # arrived unacknowledged, so that a sender under the "wait" rule never
 # stalls for want of an acknowledgement while data flows.
 _ACK_FRACTION = 4
+
+# Pongs waiting to be sent; a peer pinging faster than we can answer loses
+# the excess, counted in pongs_dropped. Arbitrary, far above any sane rate.
+_MAX_PONGS = 64
 
 # Float slack when a timer checks whether its due time has come.
 _EPSILON = 1e-9
@@ -100,6 +106,8 @@ class Link:
         self._linger: Timer | None = None
         self._control: Task[None] | None = None
         self._heartbeat_due = False
+        self._pongs: deque[tuple[int, float]] = deque()
+        self.pongs_dropped = 0
         self._ack_every = max(1, node.settings.send_buffer_frames // _ACK_FRACTION)
 
     def __repr__(self) -> str:
@@ -212,14 +220,25 @@ class Link:
                 self._send_control(self.stream), name=f"control-{self.peer.name}"
             )
 
+    def answer_ping(self, ping_id: int, sent_at: float) -> None:
+        """Queue a pong for the control task (the reader must not write)."""
+        if len(self._pongs) >= _MAX_PONGS:
+            self.pongs_dropped += 1  # the peer's ping times out, as on loss
+            return
+        self._pongs.append((ping_id, sent_at))
+        self._kick()
+
     async def _send_control(self, stream: Stream) -> None:
         try:
             while self.stream is stream and (
-                self._heartbeat_due or self.session.ack_owed
+                self._pongs or self._heartbeat_due or self.session.ack_owed
             ):
-                kind = HEARTBEAT if self._heartbeat_due else ACK
-                self._heartbeat_due = False
-                data = self.protocol.encode(kind, self.session.envelope_ack())
+                if self._pongs:
+                    data = self.protocol.encode(PONG, *self._pongs.popleft())
+                else:
+                    kind = HEARTBEAT if self._heartbeat_due else ACK
+                    self._heartbeat_due = False
+                    data = self.protocol.encode(kind, self.session.envelope_ack())
                 self._count_out(data)
                 await stream.send(data)
         except (BrokenResourceError, ClosedResourceError):

@@ -658,7 +658,7 @@ class Node:
         elif kind == PUB:
             await self._deliver(link, fields)
         elif kind == PING:
-            await link.send_frame(PONG, fields[0], fields[1])
+            link.answer_ping(fields[0], fields[1])
         elif kind == PONG:
             self._pong(link, fields[0], fields[1])
         elif kind == SUB:
@@ -855,7 +855,11 @@ class Node:
         Returns the number of peers it was sent or buffered for. A peer whose
         link is down gets it after the reconnection, within the send buffer
         bound (``send_buffer_frames``; ``overflow`` says what happens beyond
-        it). The frame is encoded once for all of them. With
+        it). Under ``overflow="wait"`` a peer whose link stays down stalls
+        this call once its buffer is full: back-pressure, as with a slow
+        reader, and the reason to choose ``drop-oldest`` where fresh data
+        matters more than complete data. The frame is encoded once for all
+        of them. With
         ``propagation_ttl`` set, the message goes to every linked peer, to be
         passed on towards subscribers that are not linked to this node.
         """
