@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,19 @@ def test_simulated_examples_print_exact_virtual_times() -> None:
     )
     # 25 ms each way on the simulated topology.
     assert "one call, one round trip: 50.0 ms" in result.stdout
+
+
+@pytest.mark.parametrize("example", sorted(EXPECTED))
+def test_simulated_examples_replay_exactly(example: str) -> None:
+    outputs = []
+    for hash_seed in ("1", "2"):
+        result = subprocess.run(
+            [sys.executable, str(SCENARIOS / example), "--backend", "sim"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]

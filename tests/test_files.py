@@ -60,6 +60,10 @@ def test_a_file_arrives_whole_and_checked(
             receiver.allow(inbox)
             receipt = await sender.send("b", source, name="copy.bin")
             notice = await receiver.received()
+            assert (
+                repr(receiver)
+                == f"<Files b folder={inbox.resolve()} incoming=0 outgoing=0>"
+            )
             return receipt, notice, receiver.statistics()
 
     receipt, notice, stats = backend.run(main)

@@ -203,6 +203,7 @@ def test_unreliable_topics_travel_as_datagrams(backend: Backend) -> None:
                 with pytest.raises(ConfigError, match="datagram_max_size"):
                     await producer.publish("telemetry", b"x" * 5000)
                 got = [m.data for m in stream.queue.drain()]
+            assert repr(producer) == "<Streams a streamers=[] unreliable=['telemetry']>"
             return got, producer.statistics(), consumer.statistics()
 
     got, sent, heard = backend.run(main, graph=lossy_graph())
