@@ -104,7 +104,7 @@ from .errors import (
 from .log import node_logger
 from .node import Link, Node
 from .protocol import ANY, INT, STR, Frame, register_kind
-from .runtime import Future
+from .runtime import Future, Task
 from .sync import Queue
 
 __all__ = [
@@ -390,7 +390,7 @@ class Remote:
         self._pending: dict[int, _Pending] = {}
         self._slots: dict[str, Queue[None]] = {}
         self._ids = itertools.count(1)
-        self._tasks: dict[Key, Any] = {}
+        self._tasks: dict[Key, Task[None]] = {}
         self._calls_out = self._answers_in = self._failures_in = 0
         self._timeouts = self._links_lost = 0
         self._calls_in = self._malformed = self._refused_names = 0
