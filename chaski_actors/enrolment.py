@@ -271,7 +271,11 @@ class EnrolmentClient:
         return self._check_issued(certificate_der, root_der, revocations, now)
 
     def _check_issued(
-        self, certificate_der: bytes, root_der: bytes, revocations: bytes, now: Any
+        self,
+        certificate_der: bytes,
+        root_der: bytes,
+        revocations: bytes,
+        now: dt.datetime,
     ) -> Issued:
         root = load_certificate(root_der)
         if fingerprint(root) != self._pin:

@@ -141,3 +141,43 @@ def test_renew_keeps_the_key_and_revoke_lists_every_serial(tmp_path: Path) -> No
     assert new != old
     assert ca.revoke("a", now=later) == [2, 3]
     assert ca.revoked() == [2, 3]
+
+
+def test_client_refuses_answers_that_do_not_check_out(tmp_path: Path) -> None:
+    """Sans-IO: a forged answer, and a certificate for someone else's key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from chaski_actors.codec import encode_frame
+    from chaski_actors.enrolment import ISSUED, EnrolmentClient, EnrolmentServer
+
+    ca = _authority(tmp_path)
+    token = ca.create_token(bytes(range(16)), now=NOW)
+    key = ed25519.Ed25519PrivateKey.generate()
+
+    def client() -> EnrolmentClient:
+        return EnrolmentClient(
+            "b", key, token=token, ca_fingerprint=ca.fingerprint, nonce=bytes(32)
+        )
+
+    der = serialization.Encoding.DER
+    root = ca.root.public_bytes(der)
+    crl = ca.revocation_pem()
+
+    # Right shape, but the MAC is not keyed with the token.
+    forged = client()
+    issued = ca.issue("b", now=NOW, public_key=key.public_key())
+    cert = issued.certificate.public_bytes(der)
+    forged.request()
+    with pytest.raises(ProtocolError, match="not from the CA"):
+        forged.receive_data(encode_frame([ISSUED, cert, root, crl, bytes(32)]), now=NOW)
+
+    # A genuine service, but it certifies another key under our name.
+    honest = client()
+    server = EnrolmentServer([token])
+    request = server.receive_data(honest.request())
+    assert request is not None
+    stranger = ed25519.Ed25519PrivateKey.generate().public_key()
+    other = ca.issue("b", now=NOW, public_key=stranger).certificate.public_bytes(der)
+    with pytest.raises(CertificateError, match="someone else's key"):
+        honest.receive_data(server.issue(other, root, crl), now=NOW)
