@@ -23,8 +23,8 @@ learns of the rest through announcements flooded over the links that exist:
   connections, each refused as a duplicate by the other end), only the node
   with the smaller name dials. The larger one announces itself in answer,
   so that the smaller one hears of it even if it joined after the larger
-  one's last announcement; these answers are rate-limited to one per
-  ``keepalive_interval_s``, which bounds the floods a burst of newcomers
+  one's last announcement; these answers are rate-limited to one announcement
+  a second, which bounds the floods a burst of newcomers
   can cause.
 * When two nodes link, each introduces the other to its peers that share a
   topic with it (an announcement with id 0, one hop, not relayed), and so

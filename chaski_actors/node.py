@@ -927,7 +927,7 @@ class Node:
         if self._announce_timer is not None:
             self._announce_timer.cancel()
         self._announce_soon_pending = True
-        wait = self._last_announce + self.settings.keepalive_interval_s
+        wait = self._last_announce + _ANNOUNCE_SPACING_S
         delay = max(0.0, wait - self.runtime.now())
         self._announce_timer = self.runtime.call_later(delay, self._announce_due)
 
@@ -1204,6 +1204,11 @@ def _introduction(peer: PeerInfo, topics: Iterable[str]) -> tuple[object, ...]:
         1,
     ).fields()
 
+
+# A node announces itself at most once a second, however many answers and
+# new links ask for it: bounds the floods a burst of joins can start.
+# Arbitrary; a second is short against discovery_interval_s.
+_ANNOUNCE_SPACING_S: Final = 1.0
 
 # Frames that belong to one connection and are never numbered.
 _UNNUMBERED: Final = frozenset({HELLO, BYE, SEQ, ACK, HEARTBEAT})
