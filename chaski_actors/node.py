@@ -668,6 +668,9 @@ class Node:
             link.topics.discard(fields[0])
         elif kind == ANNOUNCE:
             origin, node_id, host, port, topics, ident, ttl = fields
+            if not all(isinstance(topic, str) for topic in topics):
+                # Found by fuzzing: a list as a topic broke set operations.
+                raise ProtocolError(f"announcement from {origin!r} has a bad topic")
             announcement = Announcement(
                 origin, node_id, host, port, tuple(topics), ident, ttl
             )

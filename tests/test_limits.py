@@ -178,3 +178,24 @@ def test_a_bad_frame_that_came_with_the_hello_drops_the_link(backend: Backend) -
             return sorted(a.links), a.statistics().protocol_errors, peer.name
 
     assert backend.run(main) == (["b"], 1, "a")
+
+
+def test_an_announcement_with_a_bad_topic_drops_the_link(backend: Backend) -> None:
+    """Found by fuzzing: a list among an announcement's topics."""
+    from chaski_actors.codec import encode_frame
+    from chaski_actors.protocol import SCHEMAS
+
+    announce = next(kind for kind, s in SCHEMAS.items() if s.name == "announce")
+
+    async def main(net: Any) -> tuple[list[str], int]:
+        async with Node(net.runtime("a"), "a") as a:
+            raw = await net.runtime("c").connect(*a.address)
+            await raw.send(_hello(LinkProtocol()))
+            await eventually(a.runtime, lambda: "x" in a.links)
+            bad = encode_frame([announce, "t", "t", "t", 0, [[]], 0, 0])
+            await raw.send(bad)
+            await _until_closed(raw)
+            await eventually(a.runtime, lambda: a.statistics().protocol_errors == 1)
+            return sorted(a.links), a.statistics().protocol_errors
+
+    assert backend.run(main) == ([], 1)
