@@ -109,13 +109,13 @@ class SeenSet:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._keys: OrderedDict[tuple[object, ...], None] = OrderedDict()
         self.forgotten = 0
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def first_sight(self, key: tuple[str, int]) -> bool:
+    def first_sight(self, key: tuple[object, ...]) -> bool:
         """Record ``key``; whether it was new."""
         if key in self._keys:
             return False
@@ -147,7 +147,7 @@ class Discovery:
     ) -> Announcement:
         """A new announcement of this node, already marked as seen."""
         ident = next(self._ids)
-        self.seen.first_sight((self.name, ident))
+        self.seen.first_sight((self.name, node_id, ident))
         self.announced += 1
         return Announcement(
             self.name, node_id, host, port, tuple(sorted(topics)), ident, self.ttl
@@ -167,7 +167,10 @@ class Discovery:
         self.received += 1
         if announcement.ident == INTRODUCTION:
             return True, None
-        if not self.seen.first_sight((announcement.origin, announcement.ident)):
+        # The node id is part of the key: a node that crashed and restarted
+        # counts its announcements from 1 again, and they are news.
+        key = (announcement.origin, announcement.node_id, announcement.ident)
+        if not self.seen.first_sight(key):
             self.duplicates += 1
             return False, None
         member = not set(topics).isdisjoint(announcement.topics)

@@ -979,9 +979,7 @@ class Node:
         if not new:
             return  # seen before: already acted on and relayed
         want = self.discovery.wants(
-            announcement,
-            self.topics,
-            announcement.origin in self.links or announcement.origin in self._dialling,
+            announcement, self.topics, self._linked_to(announcement)
         )
         if want == "dial" and len(self.links) + len(self._dialling) < (
             self.settings.max_connections
@@ -995,6 +993,18 @@ class Node:
             self._announce_soon()
         if onward is not None:
             await self._flood(onward, link)
+
+    def _linked_to(self, announcement: Announcement) -> bool:
+        if announcement.origin in self._dialling:
+            return True
+        link = self.links.get(announcement.origin)
+        if link is None:
+            return False
+        # A link left waiting for an earlier life of the origin (it crashed
+        # and came back under a new id) must not stop pairing with this one:
+        # the acceptor of that link would otherwise wait for a dial that the
+        # restarted node, which forgot us, never makes.
+        return link.connected or link.peer.node_id == announcement.node_id
 
     async def _pair(self, announcement: Announcement) -> None:
         try:

@@ -369,3 +369,15 @@ def test_discovery_converges_on_a_random_overlay() -> None:
     assert pairs > 100
     assert links >= pairs
     assert took < 120.0
+
+
+def test_a_restarted_node_is_news_to_discovery() -> None:
+    from chaski_actors.discovery import Announcement, Discovery
+
+    discovery = Discovery("b", memory=16, ttl=4)
+    first_life = Announcement("a", "a-1", "a", 1, ("t",), 1, 4)
+    second_life = Announcement("a", "a-9", "a", 1, ("t",), 1, 4)
+    assert discovery.receive(first_life, ["t"])[0]
+    assert not discovery.receive(first_life, ["t"])[0]
+    # The restarted node counts its announcements from 1 again.
+    assert discovery.receive(second_life, ["t"])[0]
