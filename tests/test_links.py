@@ -320,7 +320,7 @@ async def converge(
     import random
 
     rng = random.Random(seed)
-    names = sorted(net.hosts)
+    names = sorted(_overlay(n, seed)[0].nodes)
     nodes = {name: Node(net.runtime(name), name, settings=settings) for name in names}
     subscriptions: dict[str, list[str]] = {}
     for name in names:
@@ -369,6 +369,18 @@ def test_discovery_converges_on_a_random_overlay() -> None:
     assert pairs > 100
     assert links >= pairs
     assert took < 120.0
+
+
+def test_discovery_converges_on_both_backends(backend: Backend) -> None:
+    n = 8
+    graph, _ = _overlay(n, seed=3)
+    took, pairs, links = backend.run(
+        lambda net: converge(net, n, topics=2, seed=3, settings=STEADY), graph=graph
+    )
+    assert pairs >= 6
+    assert links >= pairs
+    if backend.simulated:
+        assert took < 10.0
 
 
 def test_a_restarted_node_is_news_to_discovery() -> None:
