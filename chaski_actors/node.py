@@ -992,7 +992,10 @@ class Node:
         elif want == "answer" and announcement.ident != INTRODUCTION:
             self._announce_soon()
         if onward is not None:
-            await self._flood(onward, link)
+            # Relayed from a task of its own: the reader must not wait on some
+            # other link's full window (a stalled peer), or it stops hearing
+            # its own peer, and that link is declared dead too.
+            self.runtime.spawn(self._flood(onward, link), name="relay")
 
     def _linked_to(self, announcement: Announcement) -> bool:
         if announcement.origin in self._dialling:
