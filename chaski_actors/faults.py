@@ -51,10 +51,11 @@ whichever command runs it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._toml import TomlTable
 from .errors import ConfigError
 from .runtime import RandomSource
 
@@ -159,28 +160,8 @@ class ChaosSpec:
 # -- reading scenario tables ---------------------------------------------------
 
 
-class _Table:
-    """Typed access to one TOML table; errors name the file and the key."""
-
-    def __init__(self, source: str, table: Mapping[str, Any], prefix: str) -> None:
-        self.source = source
-        self.table = table
-        self.prefix = prefix
-
-    def error(self, key: str, expected: str) -> ConfigError:
-        value = self.table.get(key, "<missing>")
-        return ConfigError(
-            f"{self.source}: {self.prefix}{key} = {value!r}: expected {expected}"
-        )
-
-    def check_keys(self, allowed: Sequence[str]) -> None:
-        unknown = sorted(k for k in self.table if k not in allowed)
-        if unknown:
-            raise ConfigError(
-                f"{self.source}: unknown key(s) "
-                f"{', '.join(self.prefix + k for k in unknown)}; "
-                f"expected some of {', '.join(sorted(allowed))}"
-            )
+class _Table(TomlTable):
+    """A fault or chaos table, with the value types those tables use."""
 
     def number(
         self,

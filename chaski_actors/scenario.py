@@ -83,6 +83,7 @@ from typing import Any, Protocol
 
 import networkx as nx
 
+from ._toml import TomlTable
 from .errors import ClosedResourceError, ConfigError, ConnectError
 from .faults import ChaosSpec, Fault, parse_chaos, parse_faults
 from .metrics import LatencySummary, summarize
@@ -191,19 +192,8 @@ class Scenario:
 _REQUIRED: Any = object()
 
 
-class _Reader:
-    """Typed access to a TOML table, with errors that name file and key."""
-
-    def __init__(self, source: str, table: Mapping[str, Any], prefix: str) -> None:
-        self.source = source
-        self.table = table
-        self.prefix = prefix
-
-    def error(self, key: str, expected: str) -> ConfigError:
-        value = self.table.get(key, "<missing>")
-        return ConfigError(
-            f"{self.source}: {self.prefix}{key} = {value!r}: expected {expected}"
-        )
+class _Reader(TomlTable):
+    """A scenario table, with the typed getters the scenario format uses."""
 
     def get(
         self, key: str, types: tuple[type, ...], expected: str, default: Any
@@ -226,15 +216,6 @@ class _Reader:
         if value < 0 or (positive and value == 0):
             raise self.error(key, "a positive number" if positive else "a number >= 0")
         return float(value)
-
-    def check_keys(self, allowed: set[str]) -> None:
-        unknown = sorted(set(self.table) - allowed)
-        if unknown:
-            named = ", ".join(self.prefix + k for k in unknown)
-            raise ConfigError(
-                f"{self.source}: unknown key(s) {named}; "
-                f"expected some of {', '.join(sorted(allowed))}"
-            )
 
 
 def load_scenario(path: str | Path) -> Scenario:
