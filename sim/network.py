@@ -28,7 +28,11 @@ other traffic, and only by a serialisation time.
 Streams behave like TCP. Segments of one connection arrive in order (a
 segment never overtakes the one before it, whatever the jitter). A loss is
 repaired by a retransmission and so shows up as delay: one retransmission
-timeout (at least 200 ms, as Linux uses) per lost copy. A segment whose path
+timeout (at least 200 ms, as Linux uses, doubling with each further loss)
+per lost copy, added to the segment's arrival and not to the queues of the
+hops after the loss, which other connections share (a segment lost six
+times arrives 12.6 s late; booking the next hop until then stalled every
+connection that crossed it). A segment whose path
 is cut waits, with every later segment of its connection, until a path
 exists again: a partition stalls a stream instead of failing it, and it is
 keep-alive, above, that must notice. Datagrams behave like UDP: lost where a
@@ -560,8 +564,16 @@ class SimNetwork:
         return [self._hops[a, b] for a, b in itertools.pairwise(nodes)]
 
     def _transit(self, path: list[_Hop], size: int, reliable: bool) -> float | None:
-        """Arrival time of a packet sent now along ``path``; None if lost."""
+        """Arrival time of a packet sent now along ``path``; None if lost.
+
+        The time lost to retransmissions is added at the end, not on the hop
+        that lost the packet: the copy that finally gets through occupies the
+        later hops seconds after the first one would have, and charging the
+        wait there would book those hops for the future, queueing every
+        other connection that crosses them behind one unlucky segment.
+        """
         t = self.kernel.now()
+        retransmitting = 0.0
         rng = self.rng
         for hop in path:
             start = t if t > hop.free_at else hop.free_at
@@ -583,9 +595,9 @@ class SimNetwork:
                     if not reliable:
                         return None
                     self._stats["retransmissions"] += 1
-                    t += rto
+                    retransmitting += rto
                     rto *= 2
-        return t
+        return t + retransmitting
 
     def _path_alive(self, path: list[_Hop]) -> bool:
         down = self._down_hosts
