@@ -29,7 +29,9 @@ learns of the rest through announcements flooded over the links that exist:
 * When two nodes link, each introduces the other to its peers that share a
   topic with it (an announcement with id 0, one hop, not relayed), and so
   each topic's nodes close triangles without a flood: partners of partners
-  pair directly.
+  pair directly. They do so again whenever the link comes back after a
+  reconnection, since what went by flood while it was down (a crashed
+  peer's new life, say) never reached the other side.
 * A node dials only while it has fewer than ``max_connections`` links; the
   dialled side refuses beyond its own limit. Pairs kept apart by the limit
   can still exchange messages when ``propagation_ttl`` is set: publishes

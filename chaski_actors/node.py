@@ -593,8 +593,12 @@ class Node:
             # within the rate limit. Later partners are introduced instead.
             self._paired_once = self._paired_once or pairing
             self._announce_soon()
-        if link.connections == 1:
-            await self._introduce(link)
+        # Introduced again after every reconnection, not only the first time:
+        # while the link was down its peer may have missed news that went by
+        # flood, such as a crashed peer's new life, announced once into
+        # connections that were stalled then and died (chaos_mesh seed 109).
+        # Costs a frame per neighbour sharing a topic, and no flood.
+        await self._introduce(link)
 
     def _hello_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}

@@ -393,3 +393,39 @@ def test_a_restarted_node_is_news_to_discovery() -> None:
     assert not discovery.receive(first_life, ["t"])[0]
     # The restarted node counts its announcements from 1 again.
     assert discovery.receive(second_life, ["t"])[0]
+
+
+def test_a_reconnected_peer_is_introduced_to_what_it_missed(backend: Backend) -> None:
+    # c joins b while a's link to b is down: b cannot introduce them then,
+    # and c's announcement dies at a's broken connection. When a comes back,
+    # b introduces them, and a (the smaller name) dials c, long before the
+    # periodic announcement (60 s here) would have paired them.
+    settings = STEADY.replace(discovery_interval_s=60.0, reconnect_initial_s=1.0)
+
+    async def main(net: Any) -> tuple[float, list[str], list[str]]:
+        a, b, c = (Node(net.runtime(h), h, settings=settings) for h in "abc")
+        for node in (a, b, c):
+            await node.start()
+            await node.subscribe("t")
+        await a.connect(*b.address)
+        await eventually(a.runtime, lambda: "a" in b.links)
+        broken = b.links["a"].stream
+        assert broken is not None
+        cut_at = a.runtime.now()
+        broken.abort()
+        await eventually(a.runtime, lambda: not a.links["b"].connected)
+        await c.connect(*b.address)
+        await eventually(a.runtime, lambda: "c" in a.links, timeout=5.0)
+        took = a.links["c"].opened_at - cut_at
+        result = took, sorted(a.links), sorted(c.links)
+        for node in (a, b, c):
+            await node.stop()
+        return result
+
+    took, a_links, c_links = backend.run(main)
+    assert a_links == ["b", "c"] and c_links == ["a", "b"]
+    if backend.simulated:
+        # The reset reaches a in 10 ms; a redials 1 s later: its connect
+        # (20 ms) and hello (10 ms) reach b, which introduces c at once (10 ms
+        # to a); then a's connect, hello and b's answer to c (60 + 30 + 30).
+        assert took == pytest.approx(0.01 + 1.0 + 0.03 + 0.01 + 0.12, abs=1e-9)
