@@ -32,6 +32,10 @@ learns of the rest through announcements flooded over the links that exist:
   pair directly. They do so again whenever the link comes back after a
   reconnection, since what went by flood while it was down (a crashed
   peer's new life, say) never reached the other side.
+* A dial that fails is not retried by itself, but news of its origin that
+  arrived while it was under way (another announcement or introduction) is
+  acted on when it fails: the origin may have been out of reach only when
+  the dial began.
 * A node dials only while it has fewer than ``max_connections`` links; the
   dialled side refuses beyond its own limit. Pairs kept apart by the limit
   can still exchange messages when ``propagation_ttl`` is set: publishes

@@ -241,7 +241,9 @@ class Node:
         self._reconnections = self._declared_dead = 0
         self._sessions_lost = self._abandoned = self._forwarded = 0
         self._pairing = Event(runtime)
-        self._dialling: dict[str, None] = {}
+        # Origins being dialled by discovery, each with the latest news of it
+        # that arrived meanwhile (None: none yet); see _pair.
+        self._dialling: dict[str, Announcement | None] = {}
         self._announce_timer: Timer | None = None
         self._last_announce = -math.inf
         self._announce_soon_pending = False
@@ -985,14 +987,10 @@ class Node:
         want = self.discovery.wants(
             announcement, self.topics, self._linked_to(announcement)
         )
-        if want == "dial" and len(self.links) + len(self._dialling) < (
-            self.settings.max_connections
-        ):
-            self.discovery.dials += 1
-            self._dialling[announcement.origin] = None
-            self.runtime.spawn(
-                self._pair(announcement), name=f"pair-{announcement.origin}"
-            )
+        if announcement.origin in self._dialling:
+            self._dialling[announcement.origin] = announcement
+        elif want == "dial":
+            self._start_pairing(announcement)
         elif want == "answer" and announcement.ident != INTRODUCTION:
             self._announce_soon()
         if onward is not None:
@@ -1013,22 +1011,39 @@ class Node:
         # restarted node, which forgot us, never makes.
         return link.connected or link.peer.node_id == announcement.node_id
 
+    def _start_pairing(self, announcement: Announcement) -> None:
+        if len(self.links) + len(self._dialling) >= self.settings.max_connections:
+            return
+        self.discovery.dials += 1
+        self._dialling[announcement.origin] = None
+        self.runtime.spawn(self._pair(announcement), name=f"pair-{announcement.origin}")
+
     async def _pair(self, announcement: Announcement) -> None:
+        link = None
         try:
             stream = await self._dial(announcement.host, announcement.port)
             link = await self._handshake(stream, dialled=True, pairing=True)
-            if link is not None:
-                self.discovery_log.info(
-                    "paired with %s on %s",
-                    announcement.origin,
-                    sorted(self.topics.intersection(announcement.topics)),
-                )
         except ConnectError as exc:
             self.discovery_log.debug(
                 "pairing with %s failed: %s", announcement.origin, exc
             )
         finally:
-            self._dialling.pop(announcement.origin, None)
+            news = self._dialling.pop(announcement.origin, None)
+        if link is not None:
+            self.discovery_log.info(
+                "paired with %s on %s",
+                announcement.origin,
+                sorted(self.topics.intersection(announcement.topics)),
+            )
+        elif news is not None and not self._stopped:
+            # The origin was announced or introduced again while this dial was
+            # under way, and the dial failed: it may have been out of reach
+            # when the dial began (cut off, a dial's SYNs all lost) and back
+            # since. Act on the news now rather than at the next periodic
+            # announcement (chaos_mesh seed 225).
+            linked = self._linked_to(news)
+            if self.discovery.wants(news, self.topics, linked) == "dial":
+                self._start_pairing(news)
 
     async def receive(self) -> Message:
         """The next message from the inbox (topics without a sink)."""

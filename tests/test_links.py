@@ -429,3 +429,39 @@ def test_a_reconnected_peer_is_introduced_to_what_it_missed(backend: Backend) ->
         # (20 ms) and hello (10 ms) reach b, which introduces c at once (10 ms
         # to a); then a's connect, hello and b's answer to c (60 + 30 + 30).
         assert took == pytest.approx(0.01 + 1.0 + 0.03 + 0.01 + 0.12, abs=1e-9)
+
+
+def test_news_that_comes_during_a_failed_pairing_dial_is_acted_on() -> None:
+    # a hears of c (b introduces them) while a partition keeps a from c:
+    # a's dial fails at its connect timeout. c's own announcement reached a
+    # meanwhile; a dials again at once on that news, now that the partition
+    # has healed, instead of waiting for the periodic announcement (60 s).
+    # Simulator only: on loopback a dial waits out a partition, it does not
+    # lose its SYNs.
+    settings = STEADY.replace(discovery_interval_s=60.0, connect_timeout_s=2.0)
+
+    async def main(net: Any) -> tuple[float, int]:
+        a, b, c = (Node(net.runtime(h), h, settings=settings) for h in "abc")
+        for node in (a, b, c):
+            await node.start()
+            await node.subscribe("t")
+        await a.connect(*b.address)
+        await eventually(a.runtime, lambda: "a" in b.links)
+        cut = net.partition(["a"], ["c"])
+        start = net.now()
+        a.runtime.call_later(1.5, lambda: net.heal(cut))
+        await c.connect(*b.address)
+        await eventually(a.runtime, lambda: "c" in a.links, timeout=5.0)
+        took = a.links["c"].opened_at - start
+        dials = a.statistics().discovery
+        for node in (a, b, c):
+            await node.stop()
+        assert dials is not None
+        return took, dials.dials
+
+    took, dials = Backend("sim").run(main)
+    assert dials == 2
+    # b links c after 60 ms (connect and hello over 20 ms) and introduces it
+    # to a (10 ms): a's SYNs at 0.07 and 1.07 s are cut, the timeout ends the
+    # dial at 2.07 s; the second dial's connect and hellos take 120 ms.
+    assert took == pytest.approx(0.07 + 2.0 + 0.12, abs=1e-9)
