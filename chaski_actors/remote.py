@@ -60,14 +60,29 @@ same figure and queues the rest, so only a peer with other settings, or a
 hostile one, is refused. A call over either limit is
 answered at once with :class:`~chaski_actors.errors.RemoteBusyError`: the link
 reader never waits for a slot, so a peer flooding calls gets errors while the
-node keeps serving the others. Attribute reads and ``describe`` run inline and
-finish before the next frame is read.
+node keeps serving the others.
+
+Where a call runs
+-----------------
+Attribute reads, ``describe`` and plain (non-async) methods run in the link's
+reader and finish before the next frame is read: a task of their own would
+cost a trip through the event loop, and a plain method blocks the loop while
+it runs wherever it runs. A method that returns an awaitable (a coroutine
+method, usually) has it awaited in a task of its own, which ``CANCEL``
+cancels; a plain method cannot be interrupted, and a ``CANCEL`` that arrives
+after it finished finds nothing to do. Answers are sent from the reader too,
+but the reader never waits to write: an answer that must wait for room in
+the link's send buffer is handed to a task, because the acknowledgements
+that make room arrive through this very reader.
 
 Cancellation and loss
 ---------------------
 A caller whose task is cancelled, or whose deadline passes, sends ``CANCEL``;
-the callee cancels the task running the call. When a link closes for good,
-the caller fails the calls in flight on it with
+the callee cancels the task running the call. The deadline is a plain timer
+that fails the call's future; only when the caller must wait for a slot, or
+the link makes the send wait, does the call run under a timeout scope.
+
+When a link closes for good, the caller fails the calls in flight on it with
 :class:`~chaski_actors.errors.LinkLostError` and the callee cancels the calls
 it was running for that peer, whose answers could no longer be delivered.
 
@@ -82,9 +97,10 @@ import contextlib
 import enum
 import inspect
 import itertools
-from collections import OrderedDict
-from collections.abc import Coroutine, Generator, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from .codec import encode_frame
@@ -104,8 +120,7 @@ from .errors import (
 from .log import node_logger
 from .node import Link, Node
 from .protocol import ANY, INT, STR, Frame, register_kind
-from .runtime import Future, Task
-from .sync import Queue
+from .runtime import Future, Runtime, Task
 
 __all__ = [
     "CALL",
@@ -366,9 +381,12 @@ class _Exposed:
 
 
 @dataclass(slots=True)
-class _Pending:
-    peer: str
-    waiter: Future[Any]
+class _Running:
+    """A call whose awaitable runs in a task of its own."""
+
+    task: Task[None]
+    work: Awaitable[Any]
+    started: bool = False
 
 
 class Remote:
@@ -387,10 +405,11 @@ class Remote:
             settings.remote_result_cache,
         )
         self._objects: dict[str, _Exposed] = {}
-        self._pending: dict[int, _Pending] = {}
-        self._slots: dict[str, Queue[None]] = {}
+        # Calls in flight: call id -> (peer asked, future of the answer).
+        self._pending: dict[int, tuple[str, Future[Any]]] = {}
+        self._gates: dict[str, _Gate] = {}
         self._ids = itertools.count(1)
-        self._tasks: dict[Key, Task[None]] = {}
+        self._tasks: dict[Key, _Running] = {}
         self._calls_out = self._answers_in = self._failures_in = 0
         self._timeouts = self._links_lost = 0
         self._calls_in = self._malformed = self._refused_names = 0
@@ -468,12 +487,23 @@ class Remote:
         waiter: Future[Any] = self.runtime.create_future()
         payload = [call_id, op, target, list(path), list(args), kwargs or {}]
         deadline = self.node.settings.call_timeout_s if timeout is None else timeout
+        gate = self._gates.get(peer)
+        if gate is None:
+            gate = self._gates[peer] = _Gate(
+                self.node.settings.remote_max_calls_per_peer
+            )
 
         try:
-            # The deadline covers the wait for a slot and the send too: a
-            # link whose send buffer is full makes the send wait.
+            if gate.try_enter():
+                return await self._call_now(link, gate, payload, waiter, deadline)
+            # The deadline covers the wait for a slot and the send too.
             async with self.runtime.timeout(deadline):
-                return await self._exchange(link, payload, waiter)
+                await gate.enter(self.runtime)
+                try:
+                    await self._send_call(link, payload, waiter)
+                    return await waiter
+                finally:
+                    gate.leave()
         except TimeoutError as exc:
             if isinstance(exc, RemoteError):
                 raise
@@ -491,28 +521,44 @@ class Remote:
         finally:
             self._pending.pop(call_id, None)
 
-    async def _exchange(
-        self, link: Link, payload: list[Any], waiter: Future[Any]
+    async def _call_now(
+        self,
+        link: Link,
+        gate: _Gate,
+        payload: list[Any],
+        waiter: Future[Any],
+        deadline: float,
     ) -> Any:
-        # A caller keeps at most remote_max_calls_per_peer calls in flight to
-        # one peer and queues the rest here, so that a busy but well-behaved
-        # program waits its turn instead of being refused by the callee.
-        slots = self._slots.get(link.peer.name)
-        if slots is None:
-            slots = Queue(self.runtime, self.node.settings.remote_max_calls_per_peer)
-            self._slots[link.peer.name] = slots
-        await slots.put(None)
-        try:
-            if link.closed:
-                raise LinkLostError(f"link to {link.peer.name} closed before the call")
-            self._pending[payload[0]] = _Pending(link.peer.name, waiter)
-            self._calls_out += 1
-            await self._send_call(link, payload)
-            return await waiter
-        finally:
-            slots.get_nowait()
+        """The usual case: a slot was free, so only the send may still wait.
 
-    async def _send_call(self, link: Link, payload: list[Any]) -> None:
+        A timeout scope per call costs a timer and a cancellation dance
+        around every await; a plain timer that fails the waiter does the same
+        job for the answer. The send is stepped by hand and usually finishes
+        at once; only if the link makes it wait (a full send buffer) does
+        the rest run under a timeout scope.
+        """
+        try:
+            sending = self._send_call(link, payload, waiter)
+            blocked = _step(sending)
+            if blocked is not None:
+                async with self.runtime.timeout(deadline):
+                    await blocked
+                    return await waiter
+            timer = self.runtime.call_later(deadline, partial(_expire, waiter))
+            try:
+                return await waiter
+            finally:
+                timer.cancel()
+        finally:
+            gate.leave()
+
+    async def _send_call(
+        self, link: Link, payload: list[Any], waiter: Future[Any]
+    ) -> None:
+        if link.closed:
+            raise LinkLostError(f"link to {link.peer.name} closed before the call")
+        self._pending[payload[0]] = (link.peer.name, waiter)
+        self._calls_out += 1
         try:
             await link.send_reliable(CALL, payload)
         except ProtocolError as exc:
@@ -534,34 +580,34 @@ class Remote:
         call_id, value = frame.fields
         pending = self._pending.get(call_id)
         # Only the peer that was asked may answer.
-        if pending is None or pending.peer != link.peer.name:
+        if pending is None or pending[0] != link.peer.name:
             return
         self._answers_in += 1
-        if not pending.waiter.done():
-            pending.waiter.set_result(value)
+        waiter = pending[1]
+        if not waiter.done():
+            waiter.set_result(value)
 
     async def _on_failure(self, link: Link, frame: Frame) -> None:
         call_id, code, remote_type, message = frame.fields
         pending = self._pending.get(call_id) if type(call_id) is int else None
-        if pending is None or pending.peer != link.peer.name:
+        if pending is None or pending[0] != link.peer.name:
             self.log.debug("%s refused a call: %s: %s", link.peer.name, code, message)
             return
         self._failures_in += 1
-        if not pending.waiter.done():
-            pending.waiter.set_exception(error_for(code, remote_type, message))
+        waiter = pending[1]
+        if not waiter.done():
+            waiter.set_exception(error_for(code, remote_type, message))
 
     def _on_link_closed(self, link: Link, reason: str) -> None:
         peer = link.peer.name
-        for pending in list(self._pending.values()):
-            if pending.peer == peer and not pending.waiter.done():
+        for asked, waiter in list(self._pending.values()):
+            if asked == peer and not waiter.done():
                 self._links_lost += 1
-                pending.waiter.set_exception(
+                waiter.set_exception(
                     LinkLostError(f"link to {peer} closed during the call: {reason}")
                 )
         for key in self.book.running_for(link.peer.node_id):
-            task = self._tasks.get(key)
-            if task is not None:
-                task.cancel()
+            self._stop(key)
 
     # -- answering -------------------------------------------------------------
 
@@ -572,7 +618,7 @@ class Remote:
             request = parse_call(payload)
         except MalformedCallError as exc:
             self._malformed += 1
-            await self._send(link, self._failure(call_id_of(payload), exc))
+            self._reply(link, self._failure(call_id_of(payload), exc))
             return
 
         key = (link.peer.node_id, request.call_id)
@@ -580,7 +626,7 @@ class Remote:
         if admission is Admission.RUNNING:
             return
         if admission is Admission.ANSWERED:
-            await self._send(link, self.book.answer(key))
+            self._reply(link, self.book.answer(key))
             return
         if admission is Admission.BUSY:
             busy = RemoteBusyError(
@@ -588,19 +634,96 @@ class Remote:
                 f"({self.book.max_running} in all, {self.book.max_per_peer} per "
                 "peer); retry later"
             )
-            await self._send(link, self._failure(request.call_id, busy))
+            self._reply(link, self._failure(request.call_id, busy))
             return
 
         if request.op == "call":
-            task = self.runtime.spawn(
-                self._run(link.peer.name, key, request),
-                name=f"call-{link.peer.name}-{request.call_id}",
-            )
-            self._tasks[key] = task
-            return
-        answer = self._answer_inline(request)
+            answer = self._call(link, key, request)
+        else:
+            answer = self._answer_inline(request)
+        if answer is not None:
+            self.book.finish(key, answer)
+            self._reply(link, answer)
+
+    def _call(self, link: Link, key: Key, request: CallRequest) -> bytes | None:
+        """Call the method; its answer, or None if a task awaits its result.
+
+        A plain method runs here, in the reader, like an attribute read: a
+        task of its own would cost a wake-up of the event loop and would
+        still block the loop while it ran. A coroutine method only makes its
+        coroutine here; its body runs in a task, which ``CANCEL`` cancels.
+        """
+        try:
+            method = self._resolve(request)
+            if not callable(method):
+                raise RemoteError(
+                    f"{'.'.join(request.path)} is not callable; read it instead",
+                    remote_type="TypeError",
+                )
+            value = method(*request.args, **request.kwargs)
+        except RemoteError as exc:
+            return self._failure(request.call_id, exc)
+        except Exception as exc:
+            return self._failed(request, exc)
+        except BaseException:
+            self.book.cancel(key)
+            raise
+        if not inspect.isawaitable(value):
+            return self._result(request.call_id, value)
+
+        task = self.runtime.spawn(
+            self._await(link.peer.name, key, request),
+            name=f"call-{link.peer.name}-{request.call_id}",
+        )
+        self._tasks[key] = _Running(task, value)
+        return None
+
+    async def _await(self, peer: str, key: Key, request: CallRequest) -> None:
+        running = self._tasks[key]
+        running.started = True
+        try:
+            value = await running.work
+        except RemoteError as exc:
+            answer = self._failure(request.call_id, exc)
+        except self.runtime.cancelled_error:
+            self.book.cancel(key)
+            raise
+        except Exception as exc:
+            answer = self._failed(request, exc)
+        else:
+            answer = self._result(request.call_id, value)
+        finally:
+            self._tasks.pop(key, None)
         self.book.finish(key, answer)
-        await self._send(link, answer)
+
+        link = self.node.links.get(peer)
+        if link is not None and link.peer.node_id == key[0]:
+            await self._send(link, answer)
+
+    def _stop(self, key: Key) -> None:
+        """Cancel a call running in a task, also one whose task has not started."""
+        running = self._tasks.get(key)
+        if running is None:
+            return
+        running.task.cancel()
+        if not running.started:
+            # A task cancelled before its first step never enters its body,
+            # so the bookkeeping that the body would do is done here.
+            del self._tasks[key]
+            self.book.cancel(key)
+            close = getattr(running.work, "close", None)
+            if close is not None:
+                close()  # a coroutine that never ran; nothing to warn about
+
+    def _failed(self, request: CallRequest, exc: Exception) -> bytes:
+        self.log.debug(
+            "call %s.%s raised %s: %s",
+            request.target,
+            ".".join(request.path),
+            type(exc).__name__,
+            exc,
+        )
+        return self._failure(request.call_id, _as_remote(exc))
 
     def _answer_inline(self, request: CallRequest) -> bytes:
         try:
@@ -611,44 +734,6 @@ class Remote:
         except RemoteError as exc:
             return self._failure(request.call_id, exc)
         except Exception as exc:  # a property getter of the owner's raised
-            return self._failure(request.call_id, _as_remote(exc))
-        return self._result(request.call_id, value)
-
-    async def _run(self, peer: str, key: Key, request: CallRequest) -> None:
-        try:
-            answer = await self._invoke(request)
-        except self.runtime.cancelled_error:
-            self.book.cancel(key)
-            raise
-        finally:
-            self._tasks.pop(key, None)
-        self.book.finish(key, answer)
-
-        link = self.node.links.get(peer)
-        if link is not None and link.peer.node_id == key[0]:
-            await self._send(link, answer)
-
-    async def _invoke(self, request: CallRequest) -> bytes:
-        try:
-            method = self._resolve(request)
-            if not callable(method):
-                raise RemoteError(
-                    f"{'.'.join(request.path)} is not callable; read it instead",
-                    remote_type="TypeError",
-                )
-            value = method(*request.args, **request.kwargs)
-            if inspect.isawaitable(value):
-                value = await value
-        except RemoteError as exc:
-            return self._failure(request.call_id, exc)
-        except Exception as exc:
-            self.log.debug(
-                "call %s.%s raised %s: %s",
-                request.target,
-                ".".join(request.path),
-                type(exc).__name__,
-                exc,
-            )
             return self._failure(request.call_id, _as_remote(exc))
         return self._result(request.call_id, value)
 
@@ -700,6 +785,19 @@ class Remote:
             [kind, *fields], max_frame_size=self.node.settings.max_frame_size
         )
 
+    def _reply(self, link: Link, answer: bytes) -> None:
+        """Send an answer from the reader, which must never wait to write.
+
+        The send usually finishes at once. If the link makes it wait (its
+        send buffer is full, or the connection's window), a task finishes
+        it, and the reader goes on reading, which is what frees the room:
+        a reader waiting on its own acknowledgements would wait for ever.
+        """
+        sending = self._send(link, answer)
+        blocked = _step(sending)
+        if blocked is not None:
+            self.runtime.spawn(_finish(blocked), name=f"answer-{link.peer.name}")
+
     async def _send(self, link: Link, answer: bytes) -> None:
         try:
             await link.send_sequenced(answer)
@@ -707,9 +805,7 @@ class Remote:
             self.log.debug("answer to %s lost with its link", link.peer.name)
 
     async def _on_cancel(self, link: Link, frame: Frame) -> None:
-        task = self._tasks.get((link.peer.node_id, frame.fields[0]))
-        if task is not None:
-            task.cancel()
+        self._stop((link.peer.node_id, frame.fields[0]))
 
     # -- statistics ------------------------------------------------------------
 
@@ -731,6 +827,116 @@ class Remote:
 
 def _as_remote(exc: Exception) -> RemoteError:
     return RemoteError(str(exc), remote_type=type(exc).__name__)
+
+
+def _expire(waiter: Future[Any]) -> None:
+    """A call's timer ran out before its answer came."""
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Gate:
+    """Lets ``size`` calls through at a time; the rest wait in arrival order.
+
+    A slot that is given back goes straight to the longest waiter, so a
+    caller arriving later cannot take it first.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[Future[None]] = deque()
+
+    def try_enter(self) -> bool:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def enter(self, runtime: Runtime) -> None:
+        if self.try_enter():
+            return
+        waiter: Future[None] = runtime.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # handed a slot it will not use: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def leave(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+# -- running a coroutine's first step in place ---------------------------------
+#
+# Most sends finish without waiting: the link numbers the frame and hands it
+# to the connection. Starting a task for one, or entering a timeout scope
+# around it, costs more than the send itself. So a send is stepped by hand
+# (as the task awaiting it would step it) and only if it stops to wait does
+# the rest of it get a task or a scope. This is what asyncio in Python 3.12
+# calls an eager task start. It is used only for the node's own sends,
+# never for the owner's methods: code that asks for its current task would
+# find the reader's.
+
+
+def _step(coro: Coroutine[Any, Any, None]) -> _Rest | None:
+    """Run ``coro`` until it first waits; None if it finished without waiting.
+
+    Whatever is returned must be awaited: the coroutine holds a place in
+    some queue of waiters, and abandoning it would lose that queue's wake-up.
+    """
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _Rest(coro, waiting_on)
+
+
+class _Rest:
+    """The rest of a coroutine that :func:`_step` started and that then waited.
+
+    Awaiting it hands the awaiting task what the coroutine waits on, exactly
+    as ``await coro`` would have, and passes the outcome back in.
+    """
+
+    __slots__ = ("_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self._coro = coro
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, waiting_on = self._coro, self._waiting_on
+        while True:
+            try:
+                value = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = coro.send(value)
+                except StopIteration:
+                    return
+
+
+async def _finish(rest: _Rest) -> None:
+    await rest
 
 
 class Proxy:

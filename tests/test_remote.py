@@ -20,7 +20,7 @@ from chaski_actors.errors import (
     RemoteTimeoutError,
     UnknownNameError,
 )
-from chaski_actors.remote import CALL, Remote
+from chaski_actors.remote import CALL, CANCEL, Remote
 from chaski_actors.testing import eventually
 from conftest import Backend
 
@@ -63,6 +63,10 @@ class Counter:
     def echo(self, value: Any) -> Any:
         return value
 
+    def later(self, seconds: float) -> Any:
+        """A plain method that hands back a coroutine for the callee to await."""
+        return self.slow(seconds, "later")
+
     def fail(self) -> None:
         raise ValueError("the counter refuses")
 
@@ -70,7 +74,7 @@ class Counter:
         return object()
 
 
-EXPOSE = ["add", "slow", "echo", "fail", "unencodable", "total", "limits"]
+EXPOSE = ["add", "slow", "echo", "later", "fail", "unencodable", "total", "limits"]
 
 
 async def pair(
@@ -421,3 +425,100 @@ def test_a_busy_caller_waits_its_turn_instead_of_being_refused(
         # 16 calls in flight at a time (remote_max_calls_per_peer): seven
         # waves, each a 0.1 s call plus a 20 ms round trip.
         assert took == pytest.approx(7 * 0.12, abs=1e-9)
+
+
+def test_plain_methods_run_inline_and_within_the_limits(backend: Backend) -> None:
+    settings = Settings().replace(remote_max_calls=8, remote_max_calls_per_peer=2)
+
+    async def main(net: Any) -> tuple[list[Any], int, Any, str]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack, settings)
+            proxy = await caller.proxy("b", "counter")
+            link = caller.node.links["b"]
+            # Two slow calls hold the peer's two slots, so a plain method
+            # from the same peer is refused like any other call.
+            for call_id in (10**6 + 1, 10**6 + 2):
+                await link.send_frame(
+                    CALL, [call_id, "call", "counter", ["slow"], [1.0], {}]
+                )
+            await eventually(
+                caller.runtime, lambda: owner.book.statistics().running == 2
+            )
+            with pytest.raises(RemoteBusyError):
+                await proxy.add(1)
+            await eventually(
+                caller.runtime, lambda: owner.book.statistics().running == 0
+            )
+            # A plain method finishes before the reader reads on: the book
+            # never holds it, and a later duplicate is answered from the book.
+            got = [await proxy.add(1) for _ in range(3)]
+            await link.send_frame(CALL, [10**6, "call", "counter", ["add"], [5], {}])
+            await link.send_frame(CALL, [10**6, "call", "counter", ["add"], [5], {}])
+            await eventually(
+                caller.runtime, lambda: owner.book.statistics().duplicates == 1
+            )
+            # A plain method that returns a coroutine has it awaited in a task,
+            # and a timeout cancels it there.
+            short = await caller.proxy("b", "counter", timeout=0.2)
+            with pytest.raises(RemoteTimeoutError):
+                await short.later(10.0)
+            await eventually(caller.runtime, lambda: counter.cancelled == 1)
+            return got, counter.runs, owner.statistics().book, repr(owner)
+
+    got, runs, book, text = backend.run(main)
+    assert got == [1, 2, 3] and runs == 4
+    assert book.running == 0 and book.refused_busy == 1 and book.cancelled == 1
+    assert text == "<Remote b objects=['counter'] pending=0 running=0>"
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_call_cancelled_before_it_starts_gives_back_its_slot(
+    backend: Backend,
+) -> None:
+    async def main(net: Any) -> tuple[Any, int]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            link = caller.node.links["b"]
+            for call_id in range(10**6, 10**6 + 5):
+                # Back to back, so the cancellation may arrive in the same
+                # read as its call, before the call's task took a step.
+                await link.send_frame(
+                    CALL, [call_id, "call", "counter", ["slow"], [5.0], {}]
+                )
+                await link.send_frame(CANCEL, call_id)
+            await eventually(
+                caller.runtime, lambda: owner.book.statistics().cancelled == 5
+            )
+            proxy = await caller.proxy("b", "counter")
+            assert await proxy.add(1) == 1
+            return owner.statistics().book, counter.slow_runs - counter.cancelled
+
+    book, finished = backend.run(main)
+    assert book.running == 0 and book.cancelled == 5 and finished == 0
+
+
+def test_answers_never_make_the_reader_wait_for_room(backend: Backend) -> None:
+    # With room for two unacknowledged frames, most answers must wait for
+    # the caller's acknowledgement, which only the callee's reader can read.
+    settings = Settings().replace(send_buffer_frames=2)
+
+    async def main(net: Any) -> tuple[list[Any], list[Any], Any]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack, settings)
+            proxy = await caller.proxy("b", "counter")
+            runtime = caller.runtime
+            calls = [runtime.spawn(proxy.echo(i), name=f"c{i}") for i in range(12)]
+            reads = [runtime.spawn(_read(proxy), name=f"r{i}") for i in range(12)]
+            return (
+                [await t for t in calls],
+                [await t for t in reads],
+                owner.statistics().book,
+            )
+
+    echoed, read, book = backend.run(main)
+    assert echoed == list(range(12)) and read == [10] * 12
+    assert book.running == 0
+
+
+async def _read(proxy: Any) -> Any:
+    return await proxy.limits.upper
