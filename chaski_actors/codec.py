@@ -21,6 +21,14 @@ N counts every byte after the length field (the version byte and the
 payload), so a whole frame occupies ``HEADER_SIZE + N`` bytes. The limit
 ``max_frame_size`` applies to N, and both ends must agree on it.
 
+A frame can also be put together from pieces encoded earlier
+(:func:`join_frame`): msgpack encodes an array as a header that counts its
+elements followed by the elements' own encodings, so an array header, a few
+small ints (:func:`pack_uint`) and values packed once with
+:func:`encode_payload` join into a frame that a decoder cannot tell from one
+packed in one go. The link layer uses this to wrap one encoded message in a
+numbered frame per peer without encoding the message again.
+
 A decoder refuses, with :class:`~chaski_actors.errors.ProtocolError`:
 
 * an N larger than ``max_frame_size``, as soon as the four length bytes have
@@ -100,8 +108,12 @@ __all__ = [
     "DecoderStatistics",
     "ExtTypes",
     "FrameDecoder",
+    "array_header",
     "decode_frame",
     "encode_frame",
+    "encode_payload",
+    "join_frame",
+    "pack_uint",
 ]
 
 _T = TypeVar("_T")
@@ -424,6 +436,21 @@ def encode_frame(
     type, an int outside the 64-bit ranges, a str with lone surrogates) or if
     the frame would be longer than ``max_frame_size``.
     """
+    payload = encode_payload(obj, ext=ext, max_frame_size=max_frame_size)
+    return _LENGTH_AND_VERSION.pack(len(payload) + 1, PROTOCOL_VERSION) + payload
+
+
+def encode_payload(
+    obj: object,
+    *,
+    ext: ExtTypes | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> bytes:
+    """Encode ``obj`` as the msgpack object of a frame, without the header.
+
+    For values that travel inside a larger frame (see :func:`join_frame`);
+    refuses what :func:`encode_frame` refuses.
+    """
     registry = _DEFAULT_EXT if ext is None else ext
     try:
         payload = registry._pack(obj)
@@ -438,7 +465,61 @@ def encode_frame(
             f"encoded frame is {length} bytes, over the limit of {max_frame_size}; "
             "send the data in smaller pieces or raise max_frame_size on both ends"
         )
-    return _LENGTH_AND_VERSION.pack(length, PROTOCOL_VERSION) + payload
+    return payload
+
+
+# msgpack's markers for unsigned ints and arrays of each width.
+_UINT8, _UINT16, _UINT32, _UINT64 = b"\xcc", b"\xcd", b"\xce", b"\xcf"
+_ARRAY16, _ARRAY32 = b"\xdc", b"\xdd"
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+# The one-byte encodings of 0..127 (positive fixints), prebuilt.
+_FIXINTS: Final = tuple(bytes((n,)) for n in range(128))
+
+
+def pack_uint(n: int) -> bytes:
+    """msgpack's shortest encoding of an int from 0 to 2**64 - 1."""
+    if n < 128:
+        return _FIXINTS[n]
+    if n <= 0xFF:
+        return _UINT8 + bytes((n,))
+    if n <= 0xFFFF:
+        return _UINT16 + _U16.pack(n)
+    if n <= 0xFFFF_FFFF:
+        return _UINT32 + _U32.pack(n)
+    return _UINT64 + _U64.pack(n)
+
+
+def array_header(count: int) -> bytes:
+    """The msgpack header of an array of ``count`` elements."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count <= 0xFFFF:
+        return _ARRAY16 + _U16.pack(count)
+    return _ARRAY32 + _U32.pack(count)
+
+
+def join_frame(
+    parts: list[bytes | memoryview],
+    *,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> bytes:
+    """One frame whose msgpack object is ``parts`` joined, header included.
+
+    The parts must join into exactly one msgpack object: an array header
+    followed by the encodings of its elements, each made by msgpack (or by
+    :func:`pack_uint` and :func:`array_header`). This is how a value made of
+    pieces encoded earlier, perhaps once for many frames, becomes a frame
+    without being encoded again.
+    """
+    length = 1 + sum(map(len, parts))
+    if length > max_frame_size:
+        raise ProtocolError(
+            f"frame is {length} bytes, over the limit of {max_frame_size}; "
+            "send the data in smaller pieces or raise max_frame_size on both ends"
+        )
+    return b"".join([_LENGTH_AND_VERSION.pack(length, PROTOCOL_VERSION), *parts])
 
 
 def decode_frame(

@@ -25,14 +25,30 @@ acknowledgements, pongs) go out from one short task per link at a time
 while its peer's reader also waits to write would deadlock two full TCP
 windows.
 
-Ordering
---------
-Reliable frames must leave in the order of their numbers. A mutex (a queue
-of size one) is held from numbering a frame to writing it, so concurrent
-publishers cannot interleave a later number before an earlier one. While a
-connection is being resumed, frames are numbered and buffered but not
+Batches and ordering
+--------------------
+Reliable frames leave in numbered frames that may carry many of them (see
+:mod:`chaski_actors.protocol`). The first reliable frame of a turn of the
+event loop is numbered and written at once, so a lone request or reply is
+not delayed; the link is then corked until the turn ends, and what is sent
+meanwhile gathers in a batch that goes out as one numbered frame when the
+turn ends, or as soon as it holds ``_BATCH_FRAMES`` frames or
+``_BATCH_BYTES`` bytes. A sender that finds the batch full waits until the
+frame being written has left, so the batch bounds what a link holds beyond
+its send buffer. The frames of an open batch count against the send
+buffer's bound as if they were already in it; once the buffer is full,
+frames go one by one, so that ``drop-oldest`` drops what it must and no
+more.
+
+Numbered frames must leave in the order of their numbers. One writer at a
+time (a flag, not a lock: the other senders leave their frames in the batch
+for it) numbers a batch and writes it, and takes the next batch if one
+formed while it waited for the connection. While a connection is being
+resumed or is down, frames are numbered and buffered one by one, not
 written; the resume writes the backlog, then anything numbered meanwhile,
-then opens the link to direct writes, with no await in between.
+then opens the link to batches, with no await in between. A connection
+that breaks numbers the open batch into the buffer first, so it is resent
+in its place.
 """
 
 from __future__ import annotations
@@ -41,12 +57,13 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .errors import BrokenResourceError, ClosedResourceError
+from .codec import HEADER_SIZE
+from .errors import BrokenResourceError, ClosedResourceError, ProtocolError
 from .metrics import RttEstimator
-from .protocol import ACK, HEARTBEAT, PONG, SEQ, LinkProtocol
+from .protocol import ACK, HEARTBEAT, PONG, LinkProtocol, numbered_body
 from .runtime import Address, Stream, Task, Timer
 from .session import Session
-from .sync import Event, Queue
+from .sync import Event
 
 if TYPE_CHECKING:
     from .node import Node, PeerInfo
@@ -64,6 +81,17 @@ _MAX_PONGS = 64
 
 # Float slack when a timer checks whether its due time has come.
 _EPSILON = 1e-9
+
+# The bounds of one batch. 256 small messages make the per-frame costs
+# (numbering, acknowledging, decoding a frame) vanish per message; 64 KiB
+# keeps one numbered frame from holding a slow link for long. Both are
+# arbitrary within those reasons.
+_BATCH_FRAMES = 256
+_BATCH_BYTES = 1 << 16
+
+# What a numbered frame adds around its frames, at most: the array of four,
+# SEQ, two 64-bit numbers and a 32-bit array header.
+_NUMBERED_OVERHEAD = 1 + 1 + 9 + 9 + 5
 
 
 class Link:
@@ -97,9 +125,20 @@ class Link:
         self.reconnections = 0
         self.last_heard = self.last_sent = self.opened_at
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
-        self._order: Queue[None] = Queue(node.runtime, 1)
         self._room = Event(node.runtime)
         self._room.set()
+        # The batch of frames waiting for the next numbered frame, and the
+        # writer's state (see the module essay).
+        self._batch: list[bytes | memoryview] = []
+        self._batch_bytes = 0
+        self._batch_room = Event(node.runtime)
+        self._batch_room.set()
+        self._writing = False
+        self._corked = False
+        self._flusher: Task[None] | None = None
+        largest = node.settings.max_frame_size - _NUMBERED_OVERHEAD
+        self._largest_item = largest
+        self._batch_limit = min(_BATCH_BYTES, largest)
         self._keepalive: Timer | None = None
         self._deadline: Timer | None = None
         self._ack_timer: Timer | None = None
@@ -149,32 +188,143 @@ class Link:
 
     async def send_reliable(self, kind: int, *fields: Any) -> None:
         """Send a frame that arrives once, in order, across reconnections."""
-        await self.send_sequenced(self.protocol.encode(kind, *fields))
+        await self.send_item(self.protocol.encode_item(kind, *fields))
 
     async def send_sequenced(self, frame: bytes) -> None:
+        """Like :meth:`send_reliable`, for a frame encoded by ``encode_frame``."""
+        await self.send_item(memoryview(frame)[HEADER_SIZE + 1 :])
+
+    def offer(self, item: bytes | memoryview) -> bool:
+        """Add an encoded frame to the open batch if that needs no waiting.
+
+        The quick path of :meth:`send_item`; False means nothing was done
+        and :meth:`send_item` must be awaited instead.
+        """
+        batch = self._batch
+        size = len(item)
+        if not (self._corked and self.ready) or self.closed:
+            return False
+        if self.session.held + len(batch) >= self.session.capacity:
+            return False
+        if batch:
+            if (
+                len(batch) >= _BATCH_FRAMES
+                or self._batch_bytes + size > self._batch_limit
+            ):
+                return False
+        elif size > self._largest_item:
+            return False
+        batch.append(item)
+        self._batch_bytes += size
+        return True
+
+    async def send_item(self, item: bytes | memoryview) -> None:
         """Number an encoded frame, keep it until acknowledged, send it if up.
 
-        Waits while the send buffer is full under the ``wait`` rule. A
-        broken connection is not an error here: the frame stays buffered and
-        goes out after the reconnection.
+        ``item`` is a frame's msgpack object without the frame header
+        (:meth:`LinkProtocol.encode_item`). Waits while the send buffer is
+        full under the ``wait`` rule, and while the batch is full. A broken
+        connection is not an error here: the frame stays buffered and goes
+        out after the reconnection.
         """
-        await self._order.put(None)
-        try:
-            while self.session.full and self.session.overflow == "wait":
-                self._room.clear()
-                await self._room.wait()
-                if self.closed:
-                    raise ClosedResourceError(f"link to {self.peer.name} is closed")
+        if self.offer(item):
+            return
+        if len(item) > self._largest_item:
+            raise ProtocolError(
+                f"frame of {len(item)} bytes does not fit in a numbered frame "
+                f"within max_frame_size={self.node.settings.max_frame_size}"
+            )
+        while True:
             if self.closed:
                 raise ClosedResourceError(f"link to {self.peer.name} is closed")
-            seq = self.session.push(frame)
-            if self.ready and self.stream is not None:
-                await self._write_numbered(self.stream, seq, frame)
-        finally:
-            self._order.get_nowait()
+            if not (self.ready and self.stream is not None):
+                # Down or resuming: numbered now, written by the resume.
+                if self.session.full and self.session.overflow == "wait":
+                    await self._wait_for_room()
+                    continue
+                self.session.push(numbered_body([item]))
+                return
+            batch = self._batch
+            if batch and (
+                len(batch) >= _BATCH_FRAMES
+                or self._batch_bytes + len(item) > self._batch_limit
+                or self.session.held + len(batch) >= self.session.capacity
+            ):
+                # The open batch must leave first: it is full, or the send
+                # buffer is, and then frames go one by one (module essay).
+                if self._writing:
+                    self._batch_room.clear()
+                    await self._batch_room.wait()
+                else:
+                    await self._write_batches()
+                continue
+            if self.session.full and self.session.overflow == "wait":
+                await self._wait_for_room()
+                continue
+            break
 
-    async def _write_numbered(self, stream: Stream, seq: int, frame: bytes) -> None:
-        data = self.protocol.encode(SEQ, seq, self.session.envelope_ack(), frame)
+        self._batch.append(item)
+        self._batch_bytes += len(item)
+        # Past the buffer's bound (only under drop-oldest) the frame leaves
+        # at once, dropping what it must now rather than at the turn's end.
+        overdue = self.session.held + len(self._batch) > self.session.capacity
+        if not self._writing and (overdue or not self._corked):
+            await self._write_batches()
+
+    async def _wait_for_room(self) -> None:
+        self._room.clear()
+        await self._room.wait()
+
+    async def _write_batches(self) -> None:
+        """Number and write batches until none is left; the one writer."""
+        stream = self.stream
+        if self._writing or stream is None:
+            return
+        self._writing = True
+        try:
+            while self._batch and self.ready and self.stream is stream:
+                body, count = self._take_batch()
+                seq = self.session.push(body, count)
+                if not self._corked:
+                    self._corked = True
+                    self.node.runtime.call_later(0.0, self._uncork)
+                await self._write_numbered(stream, seq, body)
+        finally:
+            self._writing = False
+        if self._batch:
+            self._start_flusher()  # the connection changed under the writer
+
+    def _take_batch(self) -> tuple[bytes, int]:
+        batch = self._batch
+        self._batch = []
+        self._batch_bytes = 0
+        self._batch_room.set()
+        return numbered_body(batch), len(batch)
+
+    def _uncork(self) -> None:
+        self._corked = False
+        if self._batch:
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None and not self._writing and self.ready:
+            self._flusher = self.node.runtime.spawn(
+                self._flush(), name=f"flush-{self.peer.name}"
+            )
+
+    async def _flush(self) -> None:
+        try:
+            await self._write_batches()
+        finally:
+            self._flusher = None
+
+    def _stash_batch(self) -> None:
+        """Number the open batch into the buffer, to go out with the resume."""
+        if self._batch:
+            self.session.push(*self._take_batch())
+
+    async def _write_numbered(self, stream: Stream, seq: int, body: bytes) -> None:
+        data = self.protocol.encode_numbered(seq, self.session.envelope_ack(), body)
         self._count_out(data)
         # A broken stream is the reader's to notice; the frame stays buffered
         # and is resent after the reconnection.
@@ -293,6 +443,7 @@ class Link:
         """Forget the current connection and its timers; returns its stream."""
         stream, self.stream = self.stream, None
         self.ready = False
+        self._stash_batch()
         for timer in (self._keepalive, self._deadline, self._ack_timer):
             self._cancel(timer)
         self._keepalive = self._deadline = self._ack_timer = None
@@ -309,6 +460,7 @@ class Link:
         self._cancel(self._linger)
         self._linger = None
         self._room.set()
+        self._batch_room.set()
         if self.reconnector is not None:
             self.reconnector.cancel()
             self.reconnector = None

@@ -14,6 +14,21 @@ wrong types is a :class:`ProtocolError`, as is anything the codec rejects.
 Higher layers (discovery, remote calls, streams) add kinds with
 :func:`register_kind` at import time.
 
+Numbered frames
+---------------
+Frames that must survive a broken connection (publishes, remote calls, ...)
+travel inside one numbered frame ``[SEQ, seq, ack, [frame, frame, ...]]``
+(see :mod:`chaski_actors.session` for the numbers). The frames inside are
+plain arrays ``[kind, field, ...]``, not encoded bytes, so a numbered frame is
+decoded once, and the list may carry many frames: what a node queued for one
+peer within one turn of its event loop travels together, and the receiver
+pays for the number, the acknowledgement and the decoding once per batch.
+:func:`check_numbered` checks every frame inside against :data:`SCHEMAS` as
+if it had come alone, and refuses kinds that belong to one connection
+(:data:`UNNUMBERED`) and an empty list. Each frame inside is encoded once
+(:meth:`LinkProtocol.encode_item`), however many peers it goes to; the
+numbered frame around it is a few bytes joined in front of it.
+
 States
 ------
 A link starts in ``AWAIT_HELLO``. Both sides send ``HELLO`` as soon as the
@@ -32,7 +47,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from .codec import DEFAULT_MAX_FRAME_SIZE, ExtTypes, FrameDecoder, encode_frame
+from .codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ExtTypes,
+    FrameDecoder,
+    array_header,
+    encode_frame,
+    encode_payload,
+    join_frame,
+    pack_uint,
+)
 from .errors import ProtocolError
 
 __all__ = [
@@ -49,11 +73,14 @@ __all__ = [
     "SEQ",
     "SUB",
     "TRANSITIONS",
+    "UNNUMBERED",
     "UNSUB",
     "Frame",
     "LinkProtocol",
     "LinkState",
     "check_frame",
+    "check_numbered",
+    "numbered_body",
     "register_kind",
 ]
 
@@ -81,7 +108,7 @@ PUB: Final = 5  # topic, data, sent_at
 PING: Final = 6  # ping id, sent_at
 PONG: Final = 7  # ping id, sent_at (echoed)
 # Link sessions and keep-alive (see chaski_actors.session).
-SEQ: Final = 8  # seq, ack, inner frame (encoded)
+SEQ: Final = 8  # seq, ack, [frame, ...] (each frame a plain [kind, ...] array)
 ACK: Final = 9  # ack
 HEARTBEAT: Final = 10  # ack
 # Discovery (see chaski_actors.discovery).
@@ -103,12 +130,15 @@ SCHEMAS: dict[int, Schema] = {
     PUB: Schema("pub", (STR, ANY, NUM)),
     PING: Schema("ping", (INT, NUM)),
     PONG: Schema("pong", (INT, NUM)),
-    SEQ: Schema("seq", (INT, INT, BYTES)),
+    SEQ: Schema("seq", (INT, INT, LIST)),
     ACK: Schema("ack", (INT,)),
     HEARTBEAT: Schema("heartbeat", (INT,)),
     ANNOUNCE: Schema("announce", (STR, STR, STR, INT, LIST, INT, INT)),
     FORWARD: Schema("forward", (STR, INT, INT, STR, ANY, NUM)),
 }
+
+# Frames that belong to one connection and are never numbered.
+UNNUMBERED: Final = frozenset({HELLO, BYE, SEQ, ACK, HEARTBEAT})
 
 # (state, kind or None for "any other kind") -> next state, or an error text.
 TRANSITIONS: dict[tuple[LinkState, int | None], LinkState | str] = {
@@ -154,6 +184,21 @@ class Frame(NamedTuple):
 def check_frame(item: object) -> Frame:
     """Check one decoded frame against :data:`SCHEMAS`; ProtocolError if bad."""
     return _check(item)
+
+
+def check_numbered(items: list[Any]) -> list[Frame]:
+    """Check the frames inside a numbered frame; ProtocolError if one is bad."""
+    if not items:
+        raise ProtocolError("a numbered frame carries no frames")
+    frames = []
+    for item in items:
+        # Looked at before checking, so that a numbered frame inside a
+        # numbered frame is refused without recursing into it.
+        kind = item[0] if type(item) is list and item else None
+        if kind in UNNUMBERED:
+            raise ProtocolError(f"a {SCHEMAS[kind].name} frame cannot be numbered")
+        frames.append(_check(item))
+    return frames
 
 
 def _check(item: object) -> Frame:
@@ -248,6 +293,19 @@ class LinkProtocol:
             [kind, *fields], ext=self._ext, max_frame_size=self._max_frame_size
         )
 
+    def encode_item(self, kind: int, *fields: Any) -> bytes:
+        """One frame's msgpack object, to travel inside numbered frames."""
+        return encode_payload(
+            [kind, *fields], ext=self._ext, max_frame_size=self._max_frame_size
+        )
+
+    def encode_numbered(self, seq: int, ack: int, body: bytes) -> bytes:
+        """The numbered frame around ``body``, a msgpack array of frames."""
+        return join_frame(
+            [_SEQ_HEAD, pack_uint(seq), pack_uint(ack), body],
+            max_frame_size=self._max_frame_size,
+        )
+
     def sent(self, data: bytes) -> None:
         """Count a frame encoded elsewhere and sent on this link."""
         self.frames_out += 1
@@ -288,5 +346,13 @@ class LinkProtocol:
             raise ProtocolError(outcome)
         self.state = outcome
 
+
+def numbered_body(items: list[bytes | memoryview]) -> bytes:
+    """The list part of a numbered frame: the frames' encodings, joined."""
+    return b"".join([array_header(len(items)), *items])
+
+
+# A numbered frame is a four-element array that starts with the kind SEQ.
+_SEQ_HEAD: Final = array_header(4) + pack_uint(SEQ)
 
 FrameHandler = Callable[[Any, Frame], Any]

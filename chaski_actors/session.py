@@ -10,14 +10,28 @@ acknowledgement, a reconnection) and moves the bytes it hands back.
 
 Sequence numbers
 ----------------
-Each direction of a link numbers its reliable frames 1, 2, 3, ... The
-sender wraps each one in a ``SEQ`` envelope ``(seq, ack, frame)``, where
-``frame`` is the encoded inner frame (a publish, a remote call, ...) and
-``ack`` is the highest sequence number the sender has itself received in
-order from the other side: acknowledgements ride on data whenever there is
-data to ride on. Control frames (pings, heartbeats, acknowledgements) are
-not numbered: losing one with a connection costs nothing that the next one
-does not repair.
+Each direction of a link numbers its reliable frames (publishes, remote
+calls, ...) 1, 2, 3, ... They travel in numbered frames
+``[SEQ, seq, ack, [frame, ...]]`` that carry one or more of them:
+everything the sender queued for the peer within one turn of its event
+loop, up to a bound, so that acknowledging and decoding are paid once per
+batch and not once per message. ``seq`` is the number of the first frame
+inside; the others follow on. ``ack`` is the highest number the sender has
+itself received in order from the other side: acknowledgements ride on data
+whenever there is data to ride on. Control frames (pings, heartbeats,
+acknowledgements) are not numbered: losing one with a connection costs
+nothing that the next one does not repair.
+
+Because the numbers count the frames inside and not the batches, every
+rule below (the buffer bound, what is dropped, what counts as skipped or
+duplicate) reads the same whether frames travel alone or in batches: a
+batch is a way of moving frames, not a unit of delivery.
+
+The session keeps each batch's list of frames, encoded, and not the whole
+numbered frame: a batch is resent as it was first sent, but ``ack`` is
+filled in afresh whenever it is written, so a batch resent after a
+reconnection never carries an acknowledgement the peer can no longer make
+sense of (a restarted peer numbers from 1 again).
 
 Acknowledgements are cumulative. ``ack = n`` says "everything up to n has
 arrived", so one lost acknowledgement is repaired by the next, and the
@@ -29,16 +43,20 @@ The send buffer
 ---------------
 A sent frame stays in the buffer until it is acknowledged, because only
 then is it certain to have arrived. The buffer holds at most ``capacity``
-frames. When it is full, the overflow rule decides:
+frames, counted inside their batches. When it is full, the overflow rule
+decides:
 
 ``wait``         the caller must wait for room (:attr:`Session.full`), so a
                  publisher slows to the pace of its slowest peer; nothing is
                  lost.
-``drop-oldest``  the oldest unacknowledged frame is discarded to make room
-                 and counted in ``dropped``. The receiver sees a jump in the
-                 sequence numbers and counts the missing frames in
-                 ``skipped``; what it does receive is still in order and
-                 never duplicated.
+``drop-oldest``  the oldest unacknowledged batch is discarded to make room
+                 and its frames counted in ``dropped``. The receiver sees
+                 a jump in the sequence numbers and counts the missing
+                 frames in ``skipped``; what it does receive is still in
+                 order and never duplicated. A batch goes whole, so a
+                 batch of several frames may take a little more than the
+                 room needed; the link sends frames one by one, unbatched,
+                 while its buffer is full, which keeps this small.
 
 Resuming
 --------
@@ -74,6 +92,9 @@ from .errors import ConfigError, ProtocolError
 __all__ = ["Session", "SessionOverflow", "SessionStatistics"]
 
 SessionOverflow = Literal["wait", "drop-oldest"]
+
+# Numbers travel as msgpack unsigned ints, which stop at 64 bits.
+_LARGEST_NUMBER = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,41 +132,48 @@ class Session:
         self.acked = 0
         self.received = 0
         self.ack_owed = 0
-        self._unacked: deque[tuple[int, bytes]] = deque()
+        # (first number, encoded frames, how many), oldest first.
+        self._unacked: deque[tuple[int, bytes, int]] = deque()
+        self.held = 0  # frames in the buffer, counted inside their batches
         self._sent = self._resent = self._dropped = 0
         self._delivered = self._duplicates = self._skipped = self._resumed = 0
 
     def __repr__(self) -> str:
         return (
             f"<Session next={self.next_seq} acked={self.acked} "
-            f"received={self.received} unacked={len(self._unacked)}/{self.capacity}>"
+            f"received={self.received} unacked={self.held}/{self.capacity}>"
         )
 
     # -- sending -------------------------------------------------------------
 
     @property
     def full(self) -> bool:
-        return len(self._unacked) >= self.capacity
+        return self.held >= self.capacity
 
     @property
     def unacked(self) -> int:
-        return len(self._unacked)
+        return self.held
 
-    def push(self, frame: bytes) -> int:
-        """Number ``frame`` and keep it until acknowledged; returns its number.
+    def push(self, frame: bytes, count: int = 1) -> int:
+        """Number a batch of ``count`` frames and keep it until acknowledged.
 
-        Under ``wait`` the caller must first wait until the buffer is not
-        :attr:`full`; pushing into a full buffer then is a bug and raises.
+        ``frame`` is the batch, encoded; returns the number of its first
+        frame. Under ``wait`` the caller must first make sure there is room
+        for ``count`` frames; pushing beyond the capacity then is a bug and
+        raises. Under ``drop-oldest`` the oldest batches make room.
         """
-        if self.full:
+        if self.held + count > self.capacity:
             if self.overflow == "wait":
                 raise RuntimeError("push into a full session buffer under 'wait'")
-            self._unacked.popleft()
-            self._dropped += 1
+            while self._unacked and self.held + count > self.capacity:
+                dropped = self._unacked.popleft()[2]
+                self.held -= dropped
+                self._dropped += dropped
         seq = self.next_seq
-        self.next_seq += 1
-        self._unacked.append((seq, frame))
-        self._sent += 1
+        self.next_seq += count
+        self._unacked.append((seq, frame, count))
+        self.held += count
+        self._sent += count
         return seq
 
     def envelope_ack(self) -> int:
@@ -160,29 +188,41 @@ class Session:
                 f"peer acknowledged frame {ack}, but only {self.next_seq - 1} were sent"
             )
         freed = 0
-        while self._unacked and self._unacked[0][0] <= ack:
-            self._unacked.popleft()
-            freed += 1
+        unacked = self._unacked
+        # A batch is freed once its last frame is acknowledged.
+        while unacked and unacked[0][0] + unacked[0][2] - 1 <= ack:
+            freed += unacked.popleft()[2]
+        self.held -= freed
         self.acked = max(self.acked, ack)
         return freed
 
     # -- receiving -----------------------------------------------------------
 
-    def accept(self, seq: int) -> bool:
-        """Whether the frame numbered ``seq`` is new and must be delivered.
+    def accept(self, seq: int, count: int = 1) -> int:
+        """How many of the ``count`` frames numbered from ``seq`` are new.
 
-        A number at or below :attr:`received` is a duplicate (a resend of
-        something that had arrived); a jump past the next number means the
-        sender discarded frames under ``drop-oldest``.
+        The new ones are the last ones, and must be delivered: a number at
+        or below :attr:`received` is a duplicate (a resend of something that
+        had arrived); a jump past the next number means the sender discarded
+        frames under ``drop-oldest``.
         """
-        if seq <= self.received:
-            self._duplicates += 1
-            return False
-        self._skipped += seq - self.received - 1
-        self.received = seq
-        self.ack_owed += 1
-        self._delivered += 1
-        return True
+        last = seq + count - 1
+        if last > _LARGEST_NUMBER:
+            raise ProtocolError(
+                f"frames numbered up to {last}, beyond what an ack can carry"
+            )
+        received = self.received
+        if last <= received:
+            self._duplicates += count
+            return 0
+        new = min(count, last - received)
+        self._duplicates += count - new
+        if seq > received + 1:
+            self._skipped += seq - received - 1
+        self.received = last
+        self.ack_owed += new
+        self._delivered += new
+        return new
 
     # -- reconnecting --------------------------------------------------------
 
@@ -200,20 +240,20 @@ class Session:
             self.received = peer_base
         self.ack_owed = 0
         self._resumed += 1
-        again = list(self._unacked)
-        self._resent += len(again)
+        again = [(seq, frame) for seq, frame, _ in self._unacked]
+        self._resent += self.held
         return again
 
     def pending(self) -> Iterator[tuple[int, bytes]]:
-        """The unacknowledged frames, oldest first (for inspection)."""
-        return iter(list(self._unacked))
+        """The unacknowledged batches and their first numbers, oldest first."""
+        return iter([(seq, frame) for seq, frame, _ in self._unacked])
 
     def statistics(self) -> SessionStatistics:
         return SessionStatistics(
             next_seq=self.next_seq,
             acked=self.acked,
             received=self.received,
-            unacked=len(self._unacked),
+            unacked=self.held,
             capacity=self.capacity,
             sent=self._sent,
             resent=self._resent,

@@ -17,9 +17,11 @@ Flow control
 Each streamer has a bounded :class:`~chaski_actors.sync.Queue`. Under the
 ``wait`` policy a full queue makes the link's reader wait; the reader stops
 draining the connection, the transport's window fills, and the producer's
-``publish`` waits in its turn. Memory on the way is bounded by the queue, one
-message held by the reader, and the windows of the transport, whatever the
-producer tries to send. Under a drop policy the reader never waits: the
+``publish`` waits in its turn. Memory on the way is bounded by the queue, the
+messages of one numbered frame held by the reader (a batch, at most 256
+messages or 64 KiB), and the windows of the transport, whatever the producer
+tries to send. A batch goes into the queue in one piece and wakes the
+consumer once, not once per message. Under a drop policy the reader never waits: the
 oldest or the newest message is dropped and counted instead.
 
 A waiting reader stops every topic of its link, not only the slow one, as
@@ -165,12 +167,9 @@ class Streamer:
         """The next message; ClosedResourceError once closed and drained."""
         return await self.queue.get()
 
-    async def _put(self, message: Message) -> None:
-        self._received += 1
-        try:
-            await self.queue.put(message)
-        except ClosedResourceError:
-            self._late += 1
+    async def _put(self, messages: list[Message]) -> None:
+        self._received += len(messages)
+        self._late += len(messages) - await self.queue.put_many(messages)
 
     def _offer(self, message: Message) -> bool:
         """Queue without waiting, for datagrams; False if it was dropped."""

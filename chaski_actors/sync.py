@@ -172,6 +172,39 @@ class Queue(Generic[T]):
                 await self._park(self._putters)
         return self.put_nowait(item)
 
+    async def put_many(self, items: list[T]) -> int:
+        """Add ``items`` in order, as :meth:`put` would add them one by one.
+
+        Waiting consumers are woken once for the lot rather than once per
+        item. Returns how many items the queue took (queued, or dropped and
+        counted under a drop policy); fewer than ``len(items)`` only if the
+        queue was closed meanwhile, and the caller accounts for the rest.
+        """
+        if self._overflow != "wait":
+            taken = 0
+            for item in items:
+                if self._closed:
+                    break
+                self.put_nowait(item)
+                taken += 1
+            return taken
+
+        taken = 0
+        while taken < len(items):
+            if self._closed:
+                break
+            room = self._maxsize - len(self._items)
+            if room <= 0:
+                await self._park(self._putters)
+                continue
+            chunk = items[taken : taken + room] if taken or room < len(items) else items
+            self._items.extend(chunk)
+            taken += len(chunk)
+            self._put += len(chunk)
+            for _ in range(min(len(chunk), len(self._getters))):
+                self._wake(self._getters)
+        return taken
+
     def get_nowait(self) -> T:
         if not self._items:
             if self._closed:

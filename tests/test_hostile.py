@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,15 @@ from chaski_actors.enrolment import (
     ListClient,
 )
 from chaski_actors.files import Files
-from chaski_actors.protocol import HELLO, SCHEMAS, LinkProtocol, LinkState
+from chaski_actors.protocol import (
+    HELLO,
+    PUB,
+    SCHEMAS,
+    SEQ,
+    LinkProtocol,
+    LinkState,
+    check_numbered,
+)
 from chaski_actors.remote import Remote
 from chaski_actors.session import Session
 from chaski_actors.sim.harness import run_sim
@@ -91,22 +100,33 @@ def _field(types: tuple[type, ...]) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def frames(draw: st.DrawFn, depth: int = 1) -> bytes:
-    """One well-framed frame: mostly the right shape, with made-up fields."""
+def frame_values(draw: st.DrawFn, depth: int = 1) -> list[Any]:
+    """One frame's value: mostly the right shape, with made-up fields."""
     kind = draw(kinds)
     schema = SCHEMAS.get(kind)
     if schema is not None and draw(st.integers(0, 4)):
         fields = [draw(_field(types)) for types in schema.fields]
-        if schema.fields and schema.fields[-1] == (bytes,) and depth:
-            # A frame inside a frame (a numbered one), sometimes well formed.
-            fields[-1] = draw(st.binary(max_size=40) | frames(depth=depth - 1))
+        if kind == SEQ and depth:
+            # A numbered frame: frames inside, sometimes well formed, with
+            # numbers anywhere up to where an ack can no longer carry them.
+            fields[0] = draw(small_ints | st.integers(2**64 - 8, 2**64 - 1))
+            fields[2] = draw(st.lists(frame_values(depth=depth - 1), max_size=4))
     else:
         fields = draw(st.lists(values, max_size=7))
+    return [kind, *fields]
+
+
+def _encoded(value: list[Any]) -> bytes:
     try:
-        return encode_frame([kind, *fields])
+        return encode_frame(value)
     except ProtocolError:
         assume(False)
         raise
+
+
+def frames() -> st.SearchStrategy[bytes]:
+    """One well-framed frame, made of :func:`frame_values`."""
+    return frame_values().map(_encoded)
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -153,6 +173,38 @@ def test_link_protocol(data: bytes, where: list[int], greeted: bool) -> None:
 
 
 @FUZZ
+@given(st.lists(frame_values(), max_size=5))
+def test_numbered_frames_inside(items: list[Any]) -> None:
+    try:
+        checked = check_numbered(items)
+    except ProtocolError:
+        return
+    assert len(checked) == len(items) > 0
+    assert all(frame.kind in SCHEMAS and frame.kind != SEQ for frame in checked)
+
+
+def test_numbered_frames_refuse_what_belongs_to_a_connection() -> None:
+    pub = [PUB, "t", b"x", 0.0]
+    assert [f.kind for f in check_numbered([pub, pub])] == [PUB, PUB]
+    for items in (
+        [],
+        [pub, [SEQ, 1, 0, [pub]]],
+        [[HELLO, "x", "id", "h", 1, [], {}]],
+        [pub, "not a frame"],
+        [[PUB, 5, b"x", 0.0]],
+    ):
+        with pytest.raises(ProtocolError):
+            check_numbered(items)
+
+
+def test_numbers_beyond_64_bits_are_refused() -> None:
+    session = Session(4)
+    assert session.accept(2**64 - 2, 2) == 2
+    with pytest.raises(ProtocolError):
+        session.accept(2**64 - 1, 2)
+
+
+@FUZZ
 @given(st.lists(st.tuples(st.sampled_from(["ack", "seq", "resume"]), values)))
 def test_session(events: list[tuple[str, Any]]) -> None:
     session = Session(4)
@@ -164,7 +216,7 @@ def test_session(events: list[tuple[str, Any]]) -> None:
             if event == "ack":
                 session.acknowledge(number)
             elif event == "seq":
-                session.accept(number)
+                session.accept(number, 1 + abs(number) % 3)
             else:
                 session.resume(
                     continued=bool(value), peer_received=number, peer_base=number

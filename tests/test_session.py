@@ -170,6 +170,36 @@ def test_wait_refuses_to_overfill() -> None:
     assert repr(session) == "<Session next=2 acked=0 received=0 unacked=1/1>"
 
 
+def test_batches_are_numbered_by_the_frames_inside() -> None:
+    sender, receiver = Session(8), Session(8)
+    assert sender.push(b"abc", 3) == 1
+    assert sender.push(b"de", 2) == 4
+    assert sender.unacked == 5 and not sender.full
+    # A batch is new, a duplicate, or (if a sender ever split differently)
+    # new only in its tail: the receiver delivers the new frames alone.
+    assert receiver.accept(1, 3) == 3
+    assert receiver.accept(1, 3) == 0
+    assert receiver.accept(2, 4) == 2
+    assert receiver.envelope_ack() == 5
+    stats = receiver.statistics()
+    assert (stats.delivered, stats.duplicates, stats.skipped) == (5, 5, 0)
+    # A batch is freed once its last frame is acknowledged.
+    assert sender.acknowledge(2) == 0
+    assert sender.acknowledge(3) == 3 and sender.unacked == 2
+
+
+def test_drop_oldest_drops_whole_batches_and_counts_their_frames() -> None:
+    sender, receiver = Session(4, "drop-oldest"), Session(4)
+    sender.push(b"abc", 3)
+    sender.push(b"d", 1)
+    sender.push(b"e", 1)  # the batch of three goes to make room
+    assert sender.statistics().dropped == 3 and sender.unacked == 2
+    again = sender.resume(continued=False, peer_received=0, peer_base=0)
+    assert [seq for seq, _ in again] == [4, 5]
+    assert [receiver.accept(seq) for seq, _ in again] == [1, 1]
+    assert receiver.statistics().skipped == 3
+
+
 def test_phi_accrual_suspects_sooner_on_a_steady_link() -> None:
     from chaski_actors.failure import PhiAccrualDetector, TimeoutDetector
 
