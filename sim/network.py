@@ -604,8 +604,7 @@ class SimNetwork:
         return all(h.up and h.target not in down for h in path)
 
     def _at(self, when: float, callback: Callable[[Any], None], value: Any) -> None:
-        event = self.env.timeout(max(0.0, when - self.kernel.now()), value)
-        event.callbacks.append(callback)
+        self.env.call(when, callback, value)
 
     # -- streams -------------------------------------------------------------
 
@@ -706,10 +705,8 @@ class SimNetwork:
             else:
                 self._launch(pipe, number, data)
 
-    def _arrive(self, event: simpy.Event) -> None:
-        pipe, number, data, path, version = cast(
-            tuple[_Pipe, int, bytes, list[_Hop], int], event.value
-        )
+    def _arrive(self, segment: tuple[_Pipe, int, bytes, list[_Hop], int]) -> None:
+        pipe, number, data, path, version = segment
         if pipe.dead:
             # The receiving end forgot this connection: as a TCP stack does,
             # it answers every segment with a reset, so a peer whose first
@@ -788,7 +785,7 @@ class SimNetwork:
         arrival = self._transit(path, _SEGMENT_OVERHEAD, True)
         assert arrival is not None
 
-        def arrived(_event: simpy.Event) -> None:
+        def arrived(_nothing: None) -> None:
             error = BrokenResourceError("connection reset by peer")
             peer_reads.error = peer_writes.error = error
             peer_reads.wake_reader()
@@ -820,8 +817,8 @@ class SimNetwork:
             return
         self._at(arrival, self._datagram_arrives, (src, data, dst))
 
-    def _datagram_arrives(self, event: simpy.Event) -> None:
-        src, data, dst = cast(tuple[Address, bytes, Address], event.value)
+    def _datagram_arrives(self, datagram: tuple[Address, bytes, Address]) -> None:
+        src, data, dst = datagram
         endpoint = self._datagrams.get(dst)
         self.trace.record(self.now(), "dgram", *src, *dst, len(data))
         if (
