@@ -67,14 +67,34 @@ T = TypeVar("T")
 log = logging.getLogger("chaski.runtime")
 
 
+class Life:
+    """One life of a simulated host: its timers and streams die with it."""
+
+    __slots__ = ("alive",)
+
+    def __init__(self, alive: bool = True) -> None:
+        self.alive = alive
+
+
 class TimerHandle:
-    """One scheduled callback, an entry of the clock's heap."""
+    """One scheduled callback, an entry of the clock's heap.
 
-    __slots__ = ("_callback", "_clock", "when")
+    A timer bound to a host's :class:`Life` does not fire once that life is
+    over (the host crashed, whether or not it has been restarted since).
+    """
 
-    def __init__(self, clock: Clock, when: float, callback: Callable[[], None]) -> None:
+    __slots__ = ("_callback", "_clock", "_life", "when")
+
+    def __init__(
+        self,
+        clock: Clock,
+        when: float,
+        callback: Callable[[], None],
+        life: Life | None,
+    ) -> None:
         self._clock = clock
         self._callback: Callable[[], None] | None = callback
+        self._life = life
         self.when = when
 
     def cancel(self) -> None:
@@ -128,6 +148,7 @@ class Clock(simpy.Environment):
 
     def step(self) -> None:
         ready = self._ready
+        event: Any
         if ready:
             event = ready.popleft()
         else:
@@ -146,7 +167,9 @@ class Clock(simpy.Environment):
                 else:
                     event._callback = None
                     self._timers -= 1
-                    callback()
+                    life = event._life
+                    if life is None or life.alive:
+                        callback()
                 return
 
         callbacks, event.callbacks = event.callbacks, None
@@ -164,20 +187,21 @@ class Clock(simpy.Environment):
             exc.__cause__ = event._value
             raise exc
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        handle = TimerHandle(self, when, callback)
+    def call_at(
+        self, when: float, callback: Callable[[], None], life: Life | None = None
+    ) -> TimerHandle:
+        handle = TimerHandle(self, when, callback, life)
         now = self._now
-        heappush(
-            self._queue, (when if when > now else now, NORMAL, next(self._eid), handle)
-        )
+        heap: list[Any] = self._queue
+        heappush(heap, (when if when > now else now, NORMAL, next(self._eid), handle))
         self._timers += 1
         return handle
 
     def call(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:
         now = self._now
+        heap: list[Any] = self._queue
         heappush(
-            self._queue,
-            (when if when > now else now, NORMAL, next(self._eid), _Call(fn, arg)),
+            heap, (when if when > now else now, NORMAL, next(self._eid), _Call(fn, arg))
         )
 
     def wake_at(self, when: float) -> _Wake:
@@ -347,17 +371,15 @@ class SimTask(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         return self._done.__await__()
 
-    def _resume(self, event: simpy.Event) -> None:
+    def _resume(self, event: Any) -> None:
         """An event this task waited for was processed: take the next step."""
         self._waiting_on = None
         if event._ok:
-            self._step(event._value, None)
+            value, error = event._value, None
         else:
             # Handled here, so simpy must not raise it out of run().
             event._defused = True
-            self._step(None, event._value)
-
-    def _step(self, value: Any, error: BaseException | None) -> None:
+            value, error = None, event._value
         coro = self._coro
         kernel = self._kernel
         while True:
@@ -381,7 +403,9 @@ class SimTask(Generic[T]):
                 kernel.current = None
 
             value, error = None, None
-            if not isinstance(target, simpy.Event):
+            if target.__class__ is not SimFuture and not isinstance(
+                target, simpy.Event
+            ):
                 error = TypeError(
                     f"task {self._name!r} awaited {target!r}, which the simulated "
                     "runtime cannot resume; await only the runtime's awaitables"

@@ -65,13 +65,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+from collections import deque
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import networkx as nx
-import simpy
 
 from chaski_actors.errors import (
     BrokenResourceError,
@@ -113,21 +113,45 @@ _FIN: Final = b""
 
 
 class Trace:
-    """An ordered record of what happened on the network, reduced to a digest."""
+    """An ordered record of what happened on the network, reduced to a digest.
+
+    Lines are hashed in batches: hashing the concatenation of lines gives
+    the digest that hashing them one by one would, at a fraction of the
+    calls.
+    """
+
+    # Lines gathered before they are hashed.
+    _BATCH: Final = 512
 
     def __init__(self, keep: bool = False) -> None:
         self._hash = hashlib.sha256()
+        self._pending: list[str] = []
         self.count = 0
         self.lines: list[str] | None = [] if keep else None
 
     def record(self, time: float, kind: str, *fields: object) -> None:
-        line = f"{time:.9f} {kind} {' '.join(map(str, fields))}\n"
-        self._hash.update(line.encode())
+        self._add(f"{time:.9f} {kind} {' '.join(map(str, fields))}\n")
+
+    def segment(self, time: float, cid: int, source: str, size: int) -> None:
+        """``record(time, "seg", cid, source, size)``, for the commonest line."""
+        self._add(f"{time:.9f} seg {cid} {source} {size}\n")
+
+    def _add(self, line: str) -> None:
+        pending = self._pending
+        pending.append(line)
         self.count += 1
         if self.lines is not None:
             self.lines.append(line)
+        if len(pending) >= self._BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._hash.update("".join(self._pending).encode())
+            self._pending.clear()
 
     def digest(self) -> str:
+        self._flush()
         return self._hash.hexdigest()
 
 
@@ -217,7 +241,9 @@ class _Pipe:
     """One direction of a simulated TCP connection."""
 
     __slots__ = (
-        "buffer",
+        "back",
+        "buffered",
+        "chunks",
         "conn",
         "dead",
         "dst",
@@ -227,8 +253,10 @@ class _Pipe:
         "incarnation",
         "key",
         "last_arrival",
+        "path",
         "reader",
         "reverse",
+        "routed",
         "sent",
         "src",
         "stalled",
@@ -245,7 +273,9 @@ class _Pipe:
         self.incarnation = incarnation
         self.src = src
         self.dst = dst
-        self.buffer = bytearray()
+        # Arrived, unread segments, and how many bytes they hold.
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
         self.eof = False
         self.error: BaseException | None = None
         self.dead = False
@@ -256,10 +286,44 @@ class _Pipe:
         # Segments waiting for a path, as (number, data) in sending order.
         self.stalled: list[tuple[int, bytes]] = []
         self.sent = 0
+        # The routes both ways as of topology version ``routed``.
+        self.path: list[_Hop] | None = None
+        self.back: list[_Hop] | None = None
+        self.routed = -1
         self.reader: SimFuture[None] | None = None
         self.writer: SimFuture[None] | None = None
         # The other direction of the same connection, to answer resets on.
         self.reverse: _Pipe | None = None
+
+    def take(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of what arrived, in order (one segment: no copy)."""
+        chunks = self.chunks
+        first = chunks.popleft()
+        size = len(first)
+        if size > max_bytes:
+            chunks.appendleft(first[max_bytes:])
+            first = first[:max_bytes]
+            size = max_bytes
+        elif chunks and size < max_bytes:
+            pieces = [first]
+            while chunks and size + len(chunks[0]) <= max_bytes:
+                chunk = chunks.popleft()
+                pieces.append(chunk)
+                size += len(chunk)
+            if chunks and size < max_bytes:
+                chunk = chunks.popleft()
+                cut = max_bytes - size
+                pieces.append(chunk[:cut])
+                chunks.appendleft(chunk[cut:])
+                size = max_bytes
+            first = b"".join(pieces)
+        self.buffered -= size
+        return first
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what is still to be read."""
+        self.chunks.appendleft(data)
+        self.buffered += len(data)
 
     def wake_reader(self) -> None:
         if self.reader is not None and not self.reader.done():
@@ -457,6 +521,9 @@ class SimNetwork:
             return
         del self._down_hosts[host]
         self.trace.record(self.now(), "restart", host)
+        runtime = self._runtimes.get(host)
+        if runtime is not None:
+            runtime._restarted()
         self._topology_changed(f"restart {host}")
 
     def partition(
@@ -678,8 +745,17 @@ class SimNetwork:
         else:
             self._launch(pipe, pipe.sent, data)
 
+    def _route_pipe(self, pipe: _Pipe) -> None:
+        """Look up a pipe's routes again after the topology changed."""
+        pipe.path = self.route(pipe.src, pipe.dst)
+        pipe.back = self.route(pipe.dst, pipe.src)
+        pipe.routed = self._version
+
     def _launch(self, pipe: _Pipe, number: int, data: bytes) -> None:
-        path = self.route(pipe.src, pipe.dst)
+        version = self._version
+        if pipe.routed != version:
+            self._route_pipe(pipe)
+        path = pipe.path
         if path is None:
             self._stall(pipe, number, data)
             return
@@ -687,7 +763,7 @@ class SimNetwork:
         assert arrival is not None
         arrival = max(arrival, pipe.last_arrival)
         pipe.last_arrival = arrival
-        self._at(arrival, self._arrive, (pipe, number, data, path, self._version))
+        self.env.call(arrival, self._arrive, (pipe, number, data, path, version))
 
     def _stall(self, pipe: _Pipe, number: int, data: bytes) -> None:
         # Segments sent before the path broke may still be in flight and
@@ -726,19 +802,25 @@ class SimNetwork:
             self._answer_reset(pipe)
             return
 
-        self._acknowledge(pipe, len(data))
-        self._stats["segments"] += 1
-        self._stats["segment_bytes"] += len(data)
-        self.trace.record(self.now(), "seg", conn.cid, pipe.src, len(data))
-        if data is _FIN or not data:
-            pipe.eof = True
+        size = len(data)
+        self._acknowledge(pipe, size)
+        stats = self._stats
+        stats["segments"] += 1
+        stats["segment_bytes"] += size
+        self.trace.segment(self.env._now, conn.cid, pipe.src, size)
+        if size:
+            pipe.chunks.append(data)
+            pipe.buffered += size
         else:
-            pipe.buffer += data
-        pipe.wake_reader()
+            pipe.eof = True
+        if pipe.reader is not None:
+            pipe.wake_reader()
 
     def _acknowledge(self, pipe: _Pipe, size: int) -> None:
         """Credit the sender's window, unless the way back is cut."""
-        if self.route(pipe.dst, pipe.src) is None and pipe.dst not in self._down_hosts:
+        if pipe.routed != self._version:
+            self._route_pipe(pipe)
+        if pipe.back is None and pipe.dst not in self._down_hosts:
             pipe.unacked += size
             self._unacked[pipe.key] = pipe
         else:

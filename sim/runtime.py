@@ -33,7 +33,7 @@ from chaski_actors.runtime import (
 )
 
 from . import _tls
-from ._kernel import SimFuture, SimTask, SimTimeout
+from ._kernel import Life, SimFuture, SimTask, SimTimeout
 from .network import MAX_DATAGRAM, _Pipe, derive_seed
 
 if TYPE_CHECKING:
@@ -60,6 +60,9 @@ class SimRuntime(Runtime):
         self.network = network
         self._host = host
         self._kernel = network.kernel
+        self._clock = network.kernel.env
+        # Timers and streams of this life of the host; a crash ends it.
+        self._life = Life(network.is_up(host))
         self.random = Random(derive_seed(network.seed, "app", host))
         self._ids = itertools.count(1)
         self._tasks: dict[int, SimTask[Any]] = {}
@@ -75,23 +78,16 @@ class SimRuntime(Runtime):
         return self._host
 
     def now(self) -> float:
-        return self._kernel.now()
+        return self._clock._now
 
     async def sleep(self, seconds: float) -> None:
         await self._kernel.sleep(seconds)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         # A crash stops the host's timers as it stops its tasks: a timer set
-        # by the previous incarnation must not run code on the restarted one.
-        incarnation = self.network._incarnation[self._host]
-
-        def fire() -> None:
-            if self.network._incarnation[self._host] == incarnation and (
-                self.network.is_up(self._host)
-            ):
-                callback()
-
-        return self._kernel.timers.call_at(self.now() + max(0.0, delay), fire)
+        # by the previous life must not run code on the restarted one.
+        clock = self._clock
+        return clock.call_at(clock._now + delay, callback, self._life)
 
     def wall_clock(self) -> float:
         return self.network.epoch + self.now()
@@ -154,7 +150,7 @@ class SimRuntime(Runtime):
     def _make_stream(
         self, out: _Pipe, inbound: _Pipe, local: Address, peer: Address
     ) -> SimStream:
-        return SimStream(self.network, out, inbound, local, peer)
+        return SimStream(self.network, out, inbound, local, peer, life=self._life)
 
     async def listen(
         self,
@@ -236,10 +232,16 @@ class SimRuntime(Runtime):
 
     def _crashed(self) -> None:
         """Called by the network: every task of this host dies now."""
+        self._life.alive = False
+        self._life = Life(False)
         for task in list(self._tasks.values()):
             task.cancel()
         self._tasks.clear()
         self._closeables.clear()
+
+    def _restarted(self) -> None:
+        """Called by the network: the host's next life begins."""
+        self._life.alive = True
 
 
 class SimStream(Stream):
@@ -252,6 +254,8 @@ class SimStream(Stream):
         inbound: _Pipe,
         local: Address,
         peer: Address,
+        *,
+        life: Life,
     ) -> None:
         self._network = network
         self._out = out
@@ -259,13 +263,14 @@ class SimStream(Stream):
         self._local = local
         self._peer = peer
         self._closed = False
-        self._incarnation = network.incarnation(local[0])
+        # The life of the local host this stream belongs to; a crash ends both.
+        self._life = life
         self._identity: str | None = None
 
     def _check_alive(self) -> None:
         if self._closed:
             raise ClosedResourceError("stream was closed")
-        if self._network.incarnation(self._local[0]) != self._incarnation:
+        if not self._life.alive:
             raise ClosedResourceError(f"host {self._local[0]} crashed")
 
     def __repr__(self) -> str:
@@ -295,26 +300,26 @@ class SimStream(Stream):
         """The TLS handshake verified the peer; give back what it read past."""
         self._identity = identity
         if leftover:
-            self._in.buffer[0:0] = leftover
+            self._in.unread(leftover)
 
     async def send(self, data: bytes) -> None:
         out = self._out
+        network = self._network
         while True:
             self._check_alive()
             if out.error is not None:
                 raise BrokenResourceError(str(out.error)) from out.error
-            peer_buffered = out.in_flight + len(out.buffer)
-            if peer_buffered < self._network.window or not data:
+            if out.in_flight + out.buffered < network.window or not data:
                 break
             if out.writer is None or out.writer.done():
-                out.writer = SimFuture(self._network.env)
+                out.writer = SimFuture(network.env)
             await out.writer
         if data:
-            self._network._send(out, bytes(data))
+            network._send(out, bytes(data))
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         pipe = self._in
-        while not pipe.buffer:
+        while not pipe.buffered:
             self._check_alive()
             if pipe.error is not None:
                 raise BrokenResourceError(str(pipe.error)) from pipe.error
@@ -323,14 +328,13 @@ class SimStream(Stream):
             if pipe.reader is None or pipe.reader.done():
                 pipe.reader = SimFuture(self._network.env)
             await pipe.reader
-        data = bytes(pipe.buffer[:max_bytes])
-        del pipe.buffer[:max_bytes]
+        # Everything that arrived since the last read, up to max_bytes, in
+        # one piece: a burst of segments costs the reader one wake-up.
+        data = pipe.take(max_bytes)
         # The reader drained our side of the window: the peer may send again.
-        self._peer_pipe_drained()
+        if pipe.writer is not None:
+            pipe.wake_writer()
         return data
-
-    def _peer_pipe_drained(self) -> None:
-        self._in.wake_writer()
 
     async def aclose(self) -> None:
         if self._closed:
