@@ -102,6 +102,7 @@ import msgpack
 from .errors import ConfigError, ProtocolError
 
 __all__ = [
+    "DEFAULT_EXT",
     "DEFAULT_MAX_FRAME_SIZE",
     "HEADER_SIZE",
     "PROTOCOL_VERSION",
@@ -420,7 +421,8 @@ def _decode_ndarray(data: bytes) -> Any:
     return numpy.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
-_DEFAULT_EXT = ExtTypes()
+# The registry used where none is given: the built-in extension types.
+DEFAULT_EXT = ExtTypes()
 
 
 def encode_frame(
@@ -451,7 +453,7 @@ def encode_payload(
     For values that travel inside a larger frame (see :func:`join_frame`);
     refuses what :func:`encode_frame` refuses.
     """
-    registry = _DEFAULT_EXT if ext is None else ext
+    registry = DEFAULT_EXT if ext is None else ext
     try:
         payload = registry._pack(obj)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -540,7 +542,7 @@ def decode_frame(
     if size >= 0 and limit <= _LARGEST_LENGTH:
         length, version = _LENGTH_AND_VERSION.unpack_from(data)
         if length == size + 1 <= limit and version == PROTOCOL_VERSION:
-            registry = _DEFAULT_EXT if ext is None else ext
+            registry = DEFAULT_EXT if ext is None else ext
             try:
                 return msgpack.unpackb(
                     memoryview(data)[HEADER_SIZE + 1 :],
@@ -610,7 +612,7 @@ class FrameDecoder:
                 "the lengths a frame header can announce"
             )
 
-        registry = _DEFAULT_EXT if ext is None else ext
+        registry = DEFAULT_EXT if ext is None else ext
         self._max_frame_size = max_frame_size
         self._ext_hook = registry._from_ext
         self._buffer = bytearray()

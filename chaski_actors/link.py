@@ -200,22 +200,20 @@ class Link:
         The quick path of :meth:`send_item`; False means nothing was done
         and :meth:`send_item` must be awaited instead.
         """
-        batch = self._batch
-        size = len(item)
         if not (self._corked and self.ready) or self.closed:
             return False
-        if self.session.held + len(batch) >= self.session.capacity:
-            return False
-        if batch:
-            if (
-                len(batch) >= _BATCH_FRAMES
-                or self._batch_bytes + size > self._batch_limit
-            ):
-                return False
-        elif size > self._largest_item:
+        batch = self._batch
+        count = len(batch)
+        size = self._batch_bytes + len(item)
+        session = self.session
+        if (
+            count >= _BATCH_FRAMES
+            or session.held + count >= session.capacity
+            or size > (self._batch_limit if count else self._largest_item)
+        ):
             return False
         batch.append(item)
-        self._batch_bytes += size
+        self._batch_bytes = size
         return True
 
     async def send_item(self, item: bytes | memoryview) -> None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -926,7 +926,11 @@ class Node:
             fields, kind = (topic, data, now), PUB
         if not links:
             return 0
-        item = links[0].protocol.encode_item(kind, *fields)
+        protocol = links[0].protocol
+        if kind == PUB:
+            item = protocol.encode_pub(topic, data, now)
+        else:
+            item = protocol.encode_item(kind, *fields)
         sent = 0
         for link in links:
             if not link.offer(item):
@@ -1080,9 +1084,13 @@ class Node:
             if self.discovery.wants(news, self.topics, linked) == "dial":
                 self._start_pairing(news)
 
-    async def receive(self) -> Message:
-        """The next message from the inbox (topics without a sink)."""
-        return await self.inbox.get()
+    def receive(self) -> Coroutine[Any, Any, Message]:
+        """The next message from the inbox (topics without a sink); await it.
+
+        A plain method handing back the inbox's coroutine, which saves a
+        coroutine per message over an ``async def`` that awaits it.
+        """
+        return self.inbox.get()
 
     def set_sink(self, topic: str, sink: MessageSink | None) -> None:
         """Route ``topic``'s messages to ``sink`` instead of the inbox."""

@@ -216,6 +216,15 @@ class Queue(Generic[T]):
         return item
 
     async def get(self) -> T:
+        items = self._items
+        if items:
+            # What a busy consumer nearly always finds: written out, as a
+            # call to get_nowait is a noticeable share of taking one item.
+            self._got += 1
+            item = items.popleft()
+            if self._putters:
+                self._wake(self._putters)
+            return item
         while not self._items:
             if self._closed:
                 raise ClosedResourceError("queue is closed and drained")

@@ -191,6 +191,8 @@ def test_numbered_frames_refuse_what_belongs_to_a_connection() -> None:
         [pub, [SEQ, 1, 0, [pub]]],
         [[HELLO, "x", "id", "h", 1, [], {}]],
         [pub, "not a frame"],
+        [[[PUB], "t", b"x", 0.0]],
+        [[PUB, "t", b"x", True]],
         [[PUB, 5, b"x", 0.0]],
     ):
         with pytest.raises(ProtocolError):
