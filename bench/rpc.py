@@ -15,7 +15,8 @@ Pyro5 proxy serves one call at a time.
 
 chaski calls ``echo`` through a :class:`~chaski_actors.remote.Proxy`; its
 server admits 64 running calls per peer (the default is 16) so that the
-64-in-flight case is not refused as busy.
+64-in-flight case is not refused as busy, and its client keeps up to 64 in
+flight (it would queue all but 16 by default).
 """
 
 from __future__ import annotations
@@ -332,11 +333,14 @@ async def _chaski_server(address_q: Any, stop_q: Any) -> None:
 
 
 async def _chaski_client(case: Case, port: int) -> list[Round]:
-    from chaski_actors import Node
+    from chaski_actors import Node, Settings
     from chaski_actors.real import RealRuntime
     from chaski_actors.remote import Remote
 
-    async with Node(RealRuntime(), "client") as node:
+    # A caller keeps remote_max_calls_per_peer calls in flight and queues the
+    # rest (16 by default): without this, "64 in flight" measured 16.
+    settings = Settings(remote_max_calls_per_peer=IN_FLIGHT)
+    async with Node(RealRuntime(), "client", settings=settings) as node:
         remote = Remote(node)
         await node.connect("127.0.0.1", port)
         proxy = await remote.proxy("server", "echo")
