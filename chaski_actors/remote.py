@@ -78,9 +78,10 @@ that make room arrive through this very reader.
 Cancellation and loss
 ---------------------
 A caller whose task is cancelled, or whose deadline passes, sends ``CANCEL``;
-the callee cancels the task running the call. The deadline is a plain timer
-that fails the call's future; only when the caller must wait for a slot, or
-the link makes the send wait, does the call run under a timeout scope.
+the callee cancels the task running the call. Deadlines are kept by one
+timer per :class:`Remote`, armed for the earliest of them, which fails the
+futures of calls past due; only a call that must wait for a slot, or whose
+send the link makes wait, runs (that part) under a timeout scope.
 
 When a link closes for good, the caller fails the calls in flight on it with
 :class:`~chaski_actors.errors.LinkLostError` and the callee cancels the calls
@@ -100,7 +101,6 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Final, NamedTuple
 
 from .codec import encode_frame
@@ -120,7 +120,7 @@ from .errors import (
 from .log import node_logger
 from .node import Link, Node
 from .protocol import ANY, INT, STR, Frame, register_kind
-from .runtime import Future, Runtime, Task
+from .runtime import Future, Runtime, Task, Timer
 
 __all__ = [
     "CALL",
@@ -156,6 +156,11 @@ OPS: Final = ("call", "get", "describe")
 MAX_PATH: Final = 16
 MAX_NAME: Final = 128
 _LARGEST_ID: Final = (1 << 63) - 1
+# A due time that never comes.
+_NEVER: Final = float("inf")
+# A timer may run a hair before its due time (asyncio's clock resolution, or
+# float rounding of a re-armed delay); a deadline that close counts as passed.
+_SLACK: Final = 1e-6
 
 _ERRORS: Final[dict[str, type[RemoteError]]] = {
     cls.code: cls
@@ -424,8 +429,11 @@ class Remote:
             settings.remote_result_cache,
         )
         self._objects: dict[str, _Exposed] = {}
-        # Calls in flight: call id -> (peer asked, future of the answer).
-        self._pending: dict[int, tuple[str, Future[Any]]] = {}
+        # Calls in flight: call id -> (peer asked, future of the answer, due
+        # time, or _NEVER when a timeout scope keeps the deadline).
+        self._pending: dict[int, tuple[str, Future[Any], float]] = {}
+        self._sweep: Timer | None = None
+        self._sweep_due = _NEVER
         self._gates: dict[str, _Gate] = {}
         self._ids = itertools.count(1)
         self._tasks: dict[Key, _Running] = {}
@@ -513,16 +521,28 @@ class Remote:
             )
 
         try:
-            if gate.try_enter():
-                return await self._call_now(link, gate, payload, waiter, deadline)
-            # The deadline covers the wait for a slot and the send too.
-            async with self.runtime.timeout(deadline):
-                await gate.enter(self.runtime)
-                try:
-                    await self._send_call(link, payload, waiter)
-                    return await waiter
-                finally:
-                    gate.leave()
+            if not gate.try_enter():
+                # The deadline covers the wait for a slot and the send too.
+                async with self.runtime.timeout(deadline):
+                    await gate.enter(self.runtime)
+                    try:
+                        await self._send_call(link, payload, waiter, _NEVER)
+                        return await waiter
+                    finally:
+                        gate.leave()
+            try:
+                # The usual case: the send is stepped by hand and finishes at
+                # once, and the sweep (not a timer of its own) keeps the
+                # deadline of the answer.
+                due = self.runtime.now() + deadline
+                self._watch(due, deadline)
+                blocked = _step(self._send_call(link, payload, waiter, due))
+                if blocked is not None:
+                    async with self.runtime.timeout(deadline):
+                        await blocked
+                return await waiter
+            finally:
+                gate.leave()
         except TimeoutError as exc:
             if isinstance(exc, RemoteError):
                 raise
@@ -540,43 +560,12 @@ class Remote:
         finally:
             self._pending.pop(call_id, None)
 
-    async def _call_now(
-        self,
-        link: Link,
-        gate: _Gate,
-        payload: list[Any],
-        waiter: Future[Any],
-        deadline: float,
-    ) -> Any:
-        """The usual case: a slot was free, so only the send may still wait.
-
-        A timeout scope per call costs a timer and a cancellation dance
-        around every await; a plain timer that fails the waiter does the same
-        job for the answer. The send is stepped by hand and usually finishes
-        at once; only if the link makes it wait (a full send buffer) does
-        the rest run under a timeout scope.
-        """
-        try:
-            sending = self._send_call(link, payload, waiter)
-            blocked = _step(sending)
-            if blocked is not None:
-                async with self.runtime.timeout(deadline):
-                    await blocked
-                    return await waiter
-            timer = self.runtime.call_later(deadline, partial(_expire, waiter))
-            try:
-                return await waiter
-            finally:
-                timer.cancel()
-        finally:
-            gate.leave()
-
     async def _send_call(
-        self, link: Link, payload: list[Any], waiter: Future[Any]
+        self, link: Link, payload: list[Any], waiter: Future[Any], due: float
     ) -> None:
         if link.closed:
             raise LinkLostError(f"link to {link.peer.name} closed before the call")
-        self._pending[payload[0]] = (link.peer.name, waiter)
+        self._pending[payload[0]] = (link.peer.name, waiter, due)
         self._calls_out += 1
         try:
             await link.send_reliable(CALL, payload)
@@ -584,6 +573,39 @@ class Remote:
             raise ConfigError(f"cannot send call to {link.peer.name}: {exc}") from exc
         except (BrokenResourceError, ClosedResourceError) as exc:
             raise LinkLostError(f"link to {link.peer.name} broke: {exc}") from exc
+
+    # -- deadlines -----------------------------------------------------------
+
+    def _watch(self, due: float, delay: float) -> None:
+        """Make sure the sweep runs by ``due`` (``delay`` from now)."""
+        if due < self._sweep_due:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep_due = due
+            self._sweep = self.runtime.call_later(delay, self._sweep_fired)
+
+    def _sweep_fired(self) -> None:
+        """Fail the calls whose deadline passed; wait for the next one.
+
+        One timer serves every call: a call that ends cancels nothing, and
+        the sweep, when it runs, looks at the calls still in flight, of
+        which the per-peer limits keep few. With a steady stream of calls
+        it runs about once per deadline period, where a timer made and
+        cancelled per call cost a sixth of a call with many in flight.
+        """
+        self._sweep = None
+        self._sweep_due = _NEVER
+        now = self.runtime.now()
+        nearest = _NEVER
+        for _peer, waiter, due in self._pending.values():
+            if waiter.done():
+                continue
+            if due <= now + _SLACK:
+                waiter.set_exception(TimeoutError())
+            elif due < nearest:
+                nearest = due
+        if nearest < _NEVER:
+            self._watch(nearest, nearest - now)
 
     def _cancel_remotely(self, link: Link, call_id: int) -> None:
         # Spawned, because the caller may be unwinding from its own cancellation
@@ -619,7 +641,7 @@ class Remote:
 
     def _on_link_closed(self, link: Link, reason: str) -> None:
         peer = link.peer.name
-        for asked, waiter in list(self._pending.values()):
+        for asked, waiter, _due in list(self._pending.values()):
             if asked == peer and not waiter.done():
                 self._links_lost += 1
                 waiter.set_exception(
@@ -865,12 +887,6 @@ _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes, list, dict,
 
 def _as_remote(exc: Exception) -> RemoteError:
     return RemoteError(str(exc), remote_type=type(exc).__name__)
-
-
-def _expire(waiter: Future[Any]) -> None:
-    """A call's timer ran out before its answer came."""
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class _Gate:

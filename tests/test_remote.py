@@ -522,3 +522,38 @@ def test_answers_never_make_the_reader_wait_for_room(backend: Backend) -> None:
 
 async def _read(proxy: Any) -> Any:
     return await proxy.limits.upper
+
+
+def test_each_call_keeps_its_own_deadline(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[float], int, Any]:
+        async with AsyncExitStack() as stack:
+            caller, owner, counter = await pair(net, stack)
+            runtime = caller.runtime
+            proxies = [
+                await caller.proxy("b", "counter", timeout=seconds)
+                for seconds in (0.3, 0.1, 0.2)
+            ]
+
+            async def timed(proxy: Any) -> float:
+                start = runtime.now()
+                with pytest.raises(RemoteTimeoutError):
+                    await proxy.slow(10.0)
+                return runtime.now() - start
+
+            # The longest deadline arms the sweep first; later, shorter ones
+            # must bring it forward, and a quick call meanwhile changes nothing.
+            tasks = [
+                runtime.spawn(timed(p), name=f"t{i}") for i, p in enumerate(proxies)
+            ]
+            assert await proxies[0].add(1) == 1
+            took = [await task for task in tasks]
+            await eventually(runtime, lambda: counter.cancelled == 3)
+            return took, caller.statistics().timeouts, owner.statistics().book
+
+    took, timeouts, book = backend.run(main)
+    assert timeouts == 3 and book.cancelled == 3 and book.running == 0
+    if backend.simulated:
+        assert took == [pytest.approx(s, abs=1e-9) for s in (0.3, 0.1, 0.2)]
+    else:
+        # Never early; how late depends on the machine's load.
+        assert all(t >= s - 1e-3 for s, t in zip((0.3, 0.1, 0.2), took, strict=True))
