@@ -25,8 +25,8 @@ has received in order (``received``) and what it no longer holds
 Failures
 --------
 A connection that ends, resets, breaks the protocol or stays silent for
-``dead_after_s`` is detached from its link. The side that dialled then
-reconnects, to the address it dialled (for links made by discovery, the
+``dead_after_s`` is detached from its link. The side that dialled it
+then reconnects, to the address it dialled (for links made by discovery, the
 one the peer advertised), with exponential backoff and jitter
 (``reconnect_*`` settings); the other side keeps the session for
 ``session_linger_s``. Publishes meanwhile go into the session's bounded
@@ -439,6 +439,11 @@ class Node:
 
         if link is None:
             link = self._new_link(hello, dialled=dialled)
+        else:
+            # Whoever dialled this connection redials it if it breaks. A link
+            # kept for a peer's earlier life may have been made the other way
+            # round, and its new life knows nothing of that.
+            link.dialled = dialled
         if dialled and link.dial_address is None:
             link.dial_address = stream.peer_address
         pairing = pairing if dialled else hello.pairing

@@ -465,3 +465,45 @@ def test_news_that_comes_during_a_failed_pairing_dial_is_acted_on() -> None:
     # to a (10 ms): a's SYNs at 0.07 and 1.07 s are cut, the timeout ends the
     # dial at 2.07 s; the second dial's connect and hellos take 120 ms.
     assert took == pytest.approx(0.07 + 2.0 + 0.12, abs=1e-9)
+
+
+def test_the_side_that_dialled_the_current_connection_reconnects() -> None:
+    # b dialled a; b crashes and comes back as a new life on its port, and a
+    # dials it onto the link it kept waiting for b's old life. When that
+    # connection breaks, a (its dialler) must redial: the new b accepted it
+    # and waits, so a link still marked "accepted" on a would wait too.
+    settings = STEADY.replace(keepalive_interval_s=0.5, dead_after_s=1.0)
+
+    async def main(net: Any) -> tuple[str, float]:
+        a = Node(net.runtime("a"), "a", settings=settings)
+        b = Node(net.runtime("b"), "b", settings=settings)
+        await a.start()
+        await b.start()
+        port = b.address[1]
+        await b.connect(*a.address)
+        await eventually(a.runtime, lambda: "b" in a.links)
+        net.crash("b")
+        await eventually(a.runtime, lambda: a.links["b"].state == "waiting")
+        net.restart("b")
+        b2 = Node(net.runtime("b"), "b", settings=settings, port=port)
+        await b2.start()
+        await a.connect("b", port)
+        broken = b2.links["a"].stream
+        assert broken is not None
+        cut_at = net.now()
+        broken.abort()
+        await eventually(a.runtime, lambda: not a.links["b"].connected)
+        await eventually(a.runtime, lambda: a.links["b"].connected, timeout=10.0)
+        took = a.links["b"].last_heard - cut_at
+        state = a.links["b"].state
+        await a.stop()
+        await b2.stop()
+        return state, took
+
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_edge("a", "b", latency=0.010)
+    state, took = Backend("sim").run(main, graph=graph)
+    assert state == "open"
+    # The reset reaches a after 10 ms and a redials reconnect_initial_s later:
+    # a connect and the two hellos, two round trips.
+    assert took == pytest.approx(0.01 + STEADY.reconnect_initial_s + 0.04, abs=1e-9)
