@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from .codec import HEADER_SIZE
 from .errors import BrokenResourceError, ClosedResourceError, ProtocolError
 from .metrics import RttEstimator
-from .protocol import ACK, HEARTBEAT, PONG, LinkProtocol, numbered_body
+from .protocol import ACK, HEARTBEAT, PONG, LinkProtocol
 from .runtime import Address, Stream, Task, Timer
 from .session import Session
 from .sync import Event
@@ -240,7 +240,7 @@ class Link:
                 if self.session.full and self.session.overflow == "wait":
                     await self._wait_for_room()
                     continue
-                self.session.push(numbered_body([item]))
+                self._number([item], self.session.received)
                 return
             batch = self._batch
             if batch and (
@@ -281,23 +281,29 @@ class Link:
         self._writing = True
         try:
             while self._batch and self.ready and self.stream is stream:
-                body, count = self._take_batch()
-                seq = self.session.push(body, count)
+                frame = self._number(self._take_batch(), self.session.envelope_ack())
                 if not self._corked:
                     self._corked = True
                     self.node.runtime.call_later(0.0, self._uncork)
-                await self._write_numbered(stream, seq, body)
+                await self._write(stream, frame)
         finally:
             self._writing = False
         if self._batch:
             self._start_flusher()  # the connection changed under the writer
 
-    def _take_batch(self) -> tuple[bytes, int]:
+    def _take_batch(self) -> list[bytes | memoryview]:
         batch = self._batch
         self._batch = []
         self._batch_bytes = 0
         self._batch_room.set()
-        return numbered_body(batch), len(batch)
+        return batch
+
+    def _number(self, items: list[bytes | memoryview], ack: int) -> bytes:
+        """Number ``items`` as one frame and keep it in the send buffer."""
+        session = self.session
+        frame = self.protocol.encode_numbered(session.next_seq, ack, items)
+        session.push(frame, len(items))
+        return frame
 
     def _uncork(self) -> None:
         self._corked = False
@@ -319,10 +325,9 @@ class Link:
     def _stash_batch(self) -> None:
         """Number the open batch into the buffer, to go out with the resume."""
         if self._batch:
-            self.session.push(*self._take_batch())
+            self._number(self._take_batch(), self.session.received)
 
-    async def _write_numbered(self, stream: Stream, seq: int, body: bytes) -> None:
-        data = self.protocol.encode_numbered(seq, self.session.envelope_ack(), body)
+    async def _write(self, stream: Stream, data: bytes) -> None:
         self._count_out(data)
         # A broken stream is the reader's to notice; the frame stays buffered
         # and is resent after the reconnection.
@@ -431,7 +436,8 @@ class Link:
             for seq, frame in backlog:
                 if self.stream is not stream:
                     return
-                await self._write_numbered(stream, seq, frame)
+                ack = self.session.envelope_ack()
+                await self._write(stream, self.protocol.reacknowledge(frame, ack))
                 last = seq
             backlog = [item for item in self.session.pending() if item[0] > last]
         if self.stream is stream:

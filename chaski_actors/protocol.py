@@ -50,6 +50,7 @@ from typing import Any, Final, NamedTuple
 from .codec import (
     DEFAULT_EXT,
     DEFAULT_MAX_FRAME_SIZE,
+    HEADER_SIZE,
     ExtTypes,
     FrameDecoder,
     array_header,
@@ -81,7 +82,6 @@ __all__ = [
     "LinkState",
     "check_frame",
     "check_numbered",
-    "numbered_body",
     "register_kind",
 ]
 
@@ -329,10 +329,30 @@ class LinkProtocol:
             return payload
         return self.encode_item(PUB, topic, data, sent_at)
 
-    def encode_numbered(self, seq: int, ack: int, body: bytes) -> bytes:
-        """The numbered frame around ``body``, a msgpack array of frames."""
+    def encode_numbered(
+        self, seq: int, ack: int, items: list[bytes | memoryview]
+    ) -> bytes:
+        """The numbered frame of ``items``, each a frame from :meth:`encode_item`.
+
+        Joined in one go, so each item's bytes are copied once.
+        """
+        head = [_SEQ_HEAD, pack_uint(seq), pack_uint(ack), array_header(len(items))]
+        return join_frame([*head, *items], max_frame_size=self._max_frame_size)
+
+    def reacknowledge(self, frame: bytes, ack: int) -> bytes:
+        """A numbered frame made by :meth:`encode_numbered`, with a new ``ack``.
+
+        For resending: the frames inside and their number stay as they were.
+        """
+        start = HEADER_SIZE + 1 + len(_SEQ_HEAD)
+        seq_end = start + _uint_size(frame[start])
+        ack_end = seq_end + _uint_size(frame[seq_end])
         return join_frame(
-            [_SEQ_HEAD, pack_uint(seq), pack_uint(ack), body],
+            [
+                memoryview(frame)[HEADER_SIZE + 1 : seq_end],
+                pack_uint(ack),
+                memoryview(frame)[ack_end:],
+            ],
             max_frame_size=self._max_frame_size,
         )
 
@@ -377,10 +397,13 @@ class LinkProtocol:
         self.state = outcome
 
 
-def numbered_body(items: list[bytes | memoryview]) -> bytes:
-    """The list part of a numbered frame: the frames' encodings, joined."""
-    return b"".join([array_header(len(items)), *items])
+def _uint_size(first: int) -> int:
+    """The length of an unsigned msgpack int that :func:`pack_uint` made."""
+    return _UINT_SIZES.get(first, 1)
 
+
+# By the first byte: uint 8, 16, 32 and 64; a positive fixint is one byte.
+_UINT_SIZES: Final = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
 
 # A numbered frame is a four-element array that starts with the kind SEQ.
 _SEQ_HEAD: Final = array_header(4) + pack_uint(SEQ)

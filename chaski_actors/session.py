@@ -27,10 +27,9 @@ rule below (the buffer bound, what is dropped, what counts as skipped or
 duplicate) reads the same whether frames travel alone or in batches: a
 batch is a way of moving frames, not a unit of delivery.
 
-The session keeps each batch's list of frames, encoded, and not the whole
-numbered frame: a batch is resent as it was first sent, but ``ack`` is
-filled in afresh whenever it is written, so a batch resent after a
-reconnection never carries an acknowledgement the peer can no longer make
+The session keeps each numbered frame as it was first written, and a
+resend gets a fresh ``ack`` in place of the old one, so a batch resent after
+a reconnection never carries an acknowledgement the peer can no longer make
 sense of (a restarted peer numbers from 1 again).
 
 Acknowledgements are cumulative. ``ack = n`` says "everything up to n has

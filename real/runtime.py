@@ -78,6 +78,9 @@ _READ_LOW_WATER = 1 << 18
 # turn of the loop: big enough that the system call is amortised over many
 # small frames, small enough not to hold a burst back from the socket.
 _CORK_LIMIT = 1 << 16
+# A write at least this large is not gathered (a quarter of the above, an
+# arbitrary point where a system call costs less than copying the data).
+_CORK_ALONE = _CORK_LIMIT // 4
 # How much one read from a socket may take: asyncio's own figure.
 _READ_CHUNK = 1 << 18
 # The largest UDP payload over IPv4.
@@ -342,6 +345,12 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         if not self.corked:
             self.corked = True
             self.loop.call_soon(self._uncork)
+            transport.write(data)
+            return
+        if len(data) >= _CORK_ALONE:
+            # Large enough to pay for its own system call: joining it to the
+            # small ones would only copy it once more.
+            self.flush()
             transport.write(data)
             return
         self.pending.append(data)

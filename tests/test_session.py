@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chaski_actors.codec import decode_frame
 from chaski_actors.errors import ProtocolError
+from chaski_actors.protocol import PUB, SEQ, LinkProtocol
 from chaski_actors.session import Session
 
 
@@ -198,6 +200,23 @@ def test_drop_oldest_drops_whole_batches_and_counts_their_frames() -> None:
     assert [seq for seq, _ in again] == [4, 5]
     assert [receiver.accept(seq) for seq, _ in again] == [1, 1]
     assert receiver.statistics().skipped == 3
+
+
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(1, 20),
+)
+def test_a_resent_frame_gets_a_new_ack_and_keeps_the_rest(
+    seq: int, ack: int, new_ack: int, count: int
+) -> None:
+    protocol = LinkProtocol()
+    items = [protocol.encode_item(PUB, "t", n, 0.5) for n in range(count)]
+    frame = protocol.encode_numbered(seq, ack, items)
+    expected = [SEQ, seq, new_ack, [[PUB, "t", n, 0.5] for n in range(count)]]
+    assert decode_frame(frame) == [SEQ, seq, ack, expected[3]]
+    assert decode_frame(protocol.reacknowledge(frame, new_ack)) == expected
 
 
 def test_phi_accrual_suspects_sooner_on_a_steady_link() -> None:
