@@ -9,12 +9,16 @@ window gives the number of messages delivered in it over the wall-clock
 seconds it took.
 
 The baseline does the same message passing with bare simpy: a process per
-host that wakes every ``1 / rate_hz`` and hands a message to each neighbour,
-a timeout per message for the link latency whose callback puts the message
-into the neighbour's ``simpy.Store``, and a process per host that takes from
-its store. That is about three simpy events per delivered message, and no
-framing, sockets, routing or back-pressure: it is what the simulator's own
-machinery costs against doing nothing but moving messages.
+host that wakes every ``1 / rate_hz`` and hands a message (the same 16
+bytes) to each neighbour over a modelled link, a timeout per message for the
+link's transit whose callback puts the message into the neighbour's
+``simpy.Store``, and a process per host that takes from its store. The link
+model is the part of chaski's that this run exercises: the edge's latency,
+serialisation at its bandwidth if it has one, and first-in first-out
+delivery per direction. That is about three simpy events per delivered
+message, and no framing, sessions, acknowledgements, routing or
+back-pressure: it is what the simulator's own machinery and the protocol
+stack cost against doing nothing but moving messages.
 
 Faster than real time. 1,000 hosts on a random 4-regular graph, each
 publishing a heartbeat to its neighbours once a second: simulated seconds
@@ -203,24 +207,51 @@ def _advance_chaski(network: Any, until: float) -> None:
 # -- bare simpy --------------------------------------------------------------
 
 
+class _Wire:
+    """One direction of a baseline link: where it delivers, and its queue."""
+
+    __slots__ = ("bandwidth", "free_at", "last_arrival", "latency", "store")
+
+    def __init__(self, store: simpy.Store, attrs: dict[str, Any]) -> None:
+        self.store = store
+        self.latency = float(attrs.get("latency", LATENCY_S))
+        self.bandwidth = float(attrs.get("bandwidth", 0.0))
+        self.free_at = 0.0
+        self.last_arrival = 0.0
+
+
 def build_simpy(graph: nx.Graph[str], rate_hz: float) -> tuple[Any, _Counting]:
     """The same message passing with bare simpy processes and stores."""
     env = simpy.Environment()
     counting = _Counting()
     stores = {host: simpy.Store(env) for host in graph.nodes}
-    neighbours = {host: [stores[n] for n in graph.neighbors(host)] for host in graph}
+    wires = {
+        host: [_Wire(stores[n], graph.edges[host, n]) for n in graph.neighbors(host)]
+        for host in graph
+    }
 
     def deliver(event: simpy.Event) -> None:
         store, message = event.value
         store.put(message)
 
+    def send(wire: _Wire, message: bytes) -> None:
+        now = env.now
+        start = now
+        if wire.bandwidth:
+            start = max(now, wire.free_at) + len(message) * 8 / wire.bandwidth
+            wire.free_at = start
+        # In order per direction, as a stream's segments are.
+        arrival = max(start + wire.latency, wire.last_arrival)
+        wire.last_arrival = arrival
+        transit = env.timeout(arrival - now, (wire.store, message))
+        transit.callbacks.append(deliver)
+
     def publisher(host: str, phase: float) -> Any:
         interval = 1.0 / rate_hz
         yield env.timeout(phase * interval)
         while True:
-            for store in neighbours[host]:
-                transit = env.timeout(LATENCY_S, (store, b"x" * 16))
-                transit.callbacks.append(deliver)
+            for wire in wires[host]:
+                send(wire, b"x" * 16)
             yield env.timeout(interval)
 
     def consumer(store: simpy.Store) -> Any:
