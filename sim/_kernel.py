@@ -60,7 +60,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import simpy
 from simpy.core import EmptySchedule, StopSimulation
-from simpy.events import NORMAL, PENDING
+from simpy.events import NORMAL, PENDING, URGENT
 
 T = TypeVar("T")
 
@@ -145,47 +145,96 @@ class Clock(simpy.Environment):
         # Live timers, and dead (cancelled) entries still in the heap.
         self._timers = 0
         self._dead = 0
+        # Entries served so far (events, timers, arrivals): a statistic.
+        self.served = 0
 
     def step(self) -> None:
-        ready = self._ready
-        event: Any
-        if ready:
-            event = ready.popleft()
-        else:
-            try:
-                self._now, _, _, event = heappop(self._queue)
-            except IndexError:
-                raise EmptySchedule from None
-            kind = event.__class__
-            if kind is _Call:
-                event.fn(event.arg)
-                return
-            if kind is TimerHandle:
-                callback = event._callback
-                if callback is None:
-                    self._dead -= 1
-                else:
-                    event._callback = None
-                    self._timers -= 1
-                    life = event._life
-                    if life is None or life.alive:
-                        callback()
-                return
+        self._serve(once=True)
 
-        callbacks, event.callbacks = event.callbacks, None
+    def run(self, until: float | simpy.Event | None = None) -> Any:
+        """simpy's ``run``, serving events in a loop of its own (see ``_serve``)."""
+        if until is not None:
+            if not isinstance(until, simpy.Event):
+                at = float(until)
+                if at <= self._now:
+                    raise ValueError(
+                        f"until ({at}) must be greater than the current simulation time"
+                    )
+                # Before every ordinary event of that instant, as simpy does.
+                until = simpy.Event(self)
+                until._ok = True
+                until._value = None
+                self.schedule(until, URGENT, at - self._now)
+            elif until.callbacks is None:
+                return until.value
+            until.callbacks.append(StopSimulation.callback)
         try:
-            for callback in callbacks:
-                callback(event)
-        except StopSimulation:
-            # As simpy does: the rest of the callbacks run when the
-            # simulation resumes, before anything else.
-            event.callbacks = callbacks[callbacks.index(callback) + 1 :]
-            ready.appendleft(event)
-            raise
-        if not event._ok and not hasattr(event, "_defused"):
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
+            self._serve(once=False)
+        except StopSimulation as exc:
+            return exc.args[0]
+        except EmptySchedule:
+            if until is not None:
+                raise RuntimeError(
+                    f'No scheduled events left but "until" event was not '
+                    f"triggered: {until}"
+                ) from None
+        return None
+
+    def _serve(self, *, once: bool) -> None:
+        """Serve the ready queue, then the heap, in order; one entry if ``once``.
+
+        One loop for every step of a run, with what it touches bound to
+        locals, as the heap and the ready queue are served several times
+        per delivered message.
+        """
+        ready = self._ready
+        queue: list[Any] = self._queue
+        event: Any
+        while True:
+            self.served += 1
+            if ready:
+                event = ready.popleft()
+            else:
+                try:
+                    self._now, _, _, event = heappop(queue)
+                except IndexError:
+                    raise EmptySchedule from None
+                kind = event.__class__
+                if kind is _Call:
+                    event.fn(event.arg)
+                    if once:
+                        return
+                    continue
+                if kind is TimerHandle:
+                    callback = event._callback
+                    if callback is None:
+                        self._dead -= 1
+                    else:
+                        event._callback = None
+                        self._timers -= 1
+                        life = event._life
+                        if life is None or life.alive:
+                            callback()
+                    if once:
+                        return
+                    continue
+
+            callbacks, event.callbacks = event.callbacks, None
+            try:
+                for callback in callbacks:
+                    callback(event)
+            except StopSimulation:
+                # As simpy does: the rest of the callbacks run when the
+                # simulation resumes, before anything else.
+                event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+                ready.appendleft(event)
+                raise
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+            if once:
+                return
 
     def call_at(
         self, when: float, callback: Callable[[], None], life: Life | None = None
@@ -217,7 +266,8 @@ class Clock(simpy.Environment):
     def _died(self) -> None:
         self._dead += 1
         if self._dead > self._COMPACT_MIN and self._dead * 2 > len(self._queue):
-            self._queue = [e for e in self._queue if not _is_dead(e[3])]
+            # In place: the serving loop holds the list.
+            self._queue[:] = [e for e in self._queue if not _is_dead(e[3])]
             heapify(self._queue)
             self._dead = 0
 
