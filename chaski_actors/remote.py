@@ -103,7 +103,7 @@ from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from .codec import encode_frame
+from .codec import encode_payload
 from .errors import (
     BrokenResourceError,
     ClosedResourceError,
@@ -526,7 +526,7 @@ class Remote:
                 async with self.runtime.timeout(deadline):
                     await gate.enter(self.runtime)
                     try:
-                        await self._send_call(link, payload, waiter, _NEVER)
+                        await self._send_call(link, call_id, payload, waiter, _NEVER)
                         return await waiter
                     finally:
                         gate.leave()
@@ -536,7 +536,7 @@ class Remote:
                 # deadline of the answer.
                 due = self.runtime.now() + deadline
                 self._watch(due, deadline)
-                blocked = _step(self._send_call(link, payload, waiter, due))
+                blocked = _step(self._send_call(link, call_id, payload, waiter, due))
                 if blocked is not None:
                     async with self.runtime.timeout(deadline):
                         await blocked
@@ -561,14 +561,25 @@ class Remote:
             self._pending.pop(call_id, None)
 
     async def _send_call(
-        self, link: Link, payload: list[Any], waiter: Future[Any], due: float
+        self,
+        link: Link,
+        call_id: int,
+        payload: list[Any],
+        waiter: Future[Any],
+        due: float,
     ) -> None:
         if link.closed:
             raise LinkLostError(f"link to {link.peer.name} closed before the call")
-        self._pending[payload[0]] = (link.peer.name, waiter, due)
-        self._calls_out += 1
         try:
-            await link.send_reliable(CALL, payload)
+            item = link.protocol.encode_item(CALL, payload)
+        except ProtocolError as exc:
+            raise ConfigError(f"cannot send call to {link.peer.name}: {exc}") from exc
+        self._pending[call_id] = (link.peer.name, waiter, due)
+        self._calls_out += 1
+        if link.offer(item):
+            return  # joined the batch that leaves at the end of this turn
+        try:
+            await link.send_item(item)
         except ProtocolError as exc:
             raise ConfigError(f"cannot send call to {link.peer.name}: {exc}") from exc
         except (BrokenResourceError, ClosedResourceError) as exc:
@@ -659,7 +670,8 @@ class Remote:
             request = parse_call(payload)
         except MalformedCallError as exc:
             self._malformed += 1
-            self._reply(link, self._failure(call_id_of(payload), exc))
+            call_id = call_id_of(payload)
+            self._reply(link, call_id, self._failure(call_id, exc))
             return
 
         key = (link.peer.node_id, request.call_id)
@@ -667,7 +679,7 @@ class Remote:
         if admission is Admission.RUNNING:
             return
         if admission is Admission.ANSWERED:
-            self._reply(link, self.book.answer(key))
+            self._reply(link, request.call_id, self.book.answer(key))
             return
         if admission is Admission.BUSY:
             busy = RemoteBusyError(
@@ -675,7 +687,7 @@ class Remote:
                 f"({self.book.max_running} in all, {self.book.max_per_peer} per "
                 "peer); retry later"
             )
-            self._reply(link, self._failure(request.call_id, busy))
+            self._reply(link, request.call_id, self._failure(request.call_id, busy))
             return
 
         if request.op == "call":
@@ -684,7 +696,7 @@ class Remote:
             answer = self._answer_inline(request)
         if answer is not None:
             self.book.finish(key, answer)
-            self._reply(link, answer)
+            self._reply(link, request.call_id, answer)
 
     def _call(self, link: Link, key: Key, request: CallRequest) -> bytes | None:
         """Call the method; its answer, or None if a task awaits its result.
@@ -739,7 +751,7 @@ class Remote:
 
         link = self.node.links.get(peer)
         if link is not None and link.peer.node_id == key[0]:
-            await self._send(link, answer)
+            await self._send(link, request.call_id, answer)
 
     def _stop(self, key: Key) -> None:
         """Cancel a call running in a task, also one whose task has not started."""
@@ -829,11 +841,12 @@ class Remote:
         )
 
     def _encode(self, kind: int, *fields: Any) -> bytes:
-        return encode_frame(
+        # An item, as numbered frames carry them (no frame header of its own).
+        return encode_payload(
             [kind, *fields], max_frame_size=self.node.settings.max_frame_size
         )
 
-    def _reply(self, link: Link, answer: bytes) -> None:
+    def _reply(self, link: Link, call_id: int | None, answer: bytes) -> None:
         """Send an answer from the reader, which must never wait to write.
 
         The send usually finishes at once. If the link makes it wait (its
@@ -841,16 +854,26 @@ class Remote:
         it, and the reader goes on reading, which is what frees the room:
         a reader waiting on its own acknowledgements would wait for ever.
         """
-        sending = self._send(link, answer)
-        blocked = _step(sending)
+        if link.offer(answer):
+            return  # joined the batch that leaves at the end of this turn
+        blocked = _step(self._send(link, call_id, answer))
         if blocked is not None:
             self.runtime.spawn(_finish(blocked), name=f"answer-{link.peer.name}")
 
-    async def _send(self, link: Link, answer: bytes) -> None:
+    async def _send(self, link: Link, call_id: int | None, answer: bytes) -> None:
         try:
-            await link.send_sequenced(answer)
+            await link.send_item(answer)
         except (BrokenResourceError, ClosedResourceError):
             self.log.debug("answer to %s lost with its link", link.peer.name)
+        except ProtocolError as exc:
+            # Encodable, but too large for a numbered frame on this link.
+            self.log.debug("answer to %s refused by its link: %s", link.peer.name, exc)
+            refusal = self._failure(
+                call_id,
+                RemoteError(str(exc), remote_type="ValueError", code="unencodable"),
+            )
+            with contextlib.suppress(BrokenResourceError, ClosedResourceError):
+                await link.send_item(refusal)
 
     async def _on_cancel(self, link: Link, frame: Frame) -> None:
         self._stop((link.peer.node_id, frame.fields[0]))

@@ -557,3 +557,38 @@ def test_each_call_keeps_its_own_deadline(backend: Backend) -> None:
     else:
         # Never early; how late depends on the machine's load.
         assert all(t >= s - 1e-3 for s, t in zip((0.3, 0.1, 0.2), took, strict=True))
+
+
+class Blobs:
+    def blob(self, size: int) -> bytes:
+        return b"x" * size
+
+
+def test_an_answer_too_large_for_the_link_is_refused_not_lost(
+    backend: Backend,
+) -> None:
+    settings = Settings().replace(max_frame_size=4096)
+
+    async def main(net: Any) -> tuple[list[str], int]:
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(
+                Node(net.runtime("a"), "a", settings=settings)
+            )
+            b = await stack.enter_async_context(
+                Node(net.runtime("b"), "b", settings=settings)
+            )
+            Remote(b).register("blobs", Blobs(), expose=["blob"])
+            caller = Remote(a)
+            await a.connect(*b.address)
+            proxy = await caller.proxy("b", "blobs")
+            codes = []
+            # The first fits a frame but not a numbered frame's room for
+            # one; the second fits nothing. Both come back as errors.
+            for size in (4080, 10_000):
+                with pytest.raises(RemoteError) as info:
+                    await proxy.blob(size)
+                codes.append(info.value.code)
+            return codes, len(await proxy.blob(100))
+
+    codes, size = backend.run(main)
+    assert codes == ["unencodable", "unencodable"] and size == 100
