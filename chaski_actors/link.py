@@ -135,6 +135,8 @@ class Link:
         self._batch_room.set()
         self._writing = False
         self._corked = False
+        # Corked, ready and not closed: a batch may take frames (offer).
+        self._open = False
         self._flusher: Task[None] | None = None
         largest = node.settings.max_frame_size - _NUMBERED_OVERHEAD
         self._largest_item = largest
@@ -200,7 +202,7 @@ class Link:
         The quick path of :meth:`send_item`; False means nothing was done
         and :meth:`send_item` must be awaited instead.
         """
-        if not (self._corked and self.ready) or self.closed:
+        if not self._open:
             return False
         batch = self._batch
         count = len(batch)
@@ -285,6 +287,7 @@ class Link:
                 if not self._corked:
                     self._corked = True
                     self.node.runtime.call_later(0.0, self._uncork)
+                self._open = not self.closed
                 await self._write(stream, frame)
         finally:
             self._writing = False
@@ -306,7 +309,7 @@ class Link:
         return frame
 
     def _uncork(self) -> None:
-        self._corked = False
+        self._corked = self._open = False
         if self._batch:
             self._start_flusher()
 
@@ -407,7 +410,7 @@ class Link:
         self.protocol = protocol
         self.peer = peer
         self.topics = set(peer.topics)
-        self.ready = False
+        self.ready = self._open = False
         self.connections += 1
         # The handshake's own traffic, counted by the protocol before we had it.
         self.frames_in += protocol.frames_in
@@ -446,7 +449,7 @@ class Link:
     def detach(self) -> Stream | None:
         """Forget the current connection and its timers; returns its stream."""
         stream, self.stream = self.stream, None
-        self.ready = False
+        self.ready = self._open = False
         self._stash_batch()
         for timer in (self._keepalive, self._deadline, self._ack_timer):
             self._cancel(timer)
@@ -461,6 +464,7 @@ class Link:
     def close(self) -> None:
         """End the session for good: waiters wake and see the link closed."""
         self.closed = True
+        self._open = False
         self._cancel(self._linger)
         self._linger = None
         self._room.set()

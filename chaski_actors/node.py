@@ -911,7 +911,8 @@ class Node:
         ``propagation_ttl`` set, the message goes to every linked peer, to be
         passed on towards subscribers that are not linked to this node.
         """
-        self._check_running()
+        if not self._started or self._stopped:
+            self._check_running()  # raises; written out on the hot path
         now = self.runtime.now()
         if self.settings.propagation_ttl:
             ident = next(self._forward_ids)
