@@ -49,7 +49,11 @@ class Figure:
 
 @dataclass(frozen=True, slots=True)
 class Ratio:
-    """chaski's median over a peer's, for one case and metric."""
+    """chaski's median over a peer's, for one case and metric.
+
+    ``subject`` is whose median is on top: chaski, or for the simulator's
+    breakdown its bare streams.
+    """
 
     group: str
     case: str
@@ -59,6 +63,7 @@ class Ratio:
     target: float | None = None
     # "at least" for rates, "at most" for latencies.
     sense: str = "at least"
+    subject: str = "chaski"
 
     @property
     def met(self) -> bool | None:
@@ -102,14 +107,16 @@ class Results:
         *,
         target: float | None = None,
         sense: str = "at least",
+        ours: str = "chaski",
     ) -> None:
-        """Record chaski's median over ``peer``'s, if both were measured."""
-        ours = self.find(group, case, "chaski", metric)
+        """Record ``ours``' median over ``peer``'s, if both were measured."""
+        mine = self.find(group, case, ours, metric)
         theirs = self.find(group, case, peer, metric)
-        if ours is None or theirs is None or not theirs.median:
+        if mine is None or theirs is None or not theirs.median:
             return
+        value = mine.median / theirs.median
         self.ratios.append(
-            Ratio(group, case, metric, peer, ours.median / theirs.median, target, sense)
+            Ratio(group, case, metric, peer, value, target, sense, subject=ours)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -153,8 +160,10 @@ def render_markdown(results: Results) -> str:
         for r in results.ratios:
             target = "" if r.target is None else f"{r.sense} {r.target:g}x"
             met = "" if r.met is None else ("yes" if r.met else "**no**")
+            # A ratio of another subject than chaski names it in the peer column.
+            peer = r.peer if r.subject == "chaski" else f"{r.peer} ({r.subject} / peer)"
             lines.append(
-                f"| {r.group} | {r.case} | {r.metric} | {r.peer} | "
+                f"| {r.group} | {r.case} | {r.metric} | {peer} | "
                 f"{r.value:.2f}x | {target} | {met} |"
             )
     if results.missing:

@@ -94,7 +94,9 @@ QUICK = Profile(
     rpc_flight_calls=4_000,
     sim_hosts=(10, 1_000),
     sim_rate_hz=10.0,
-    sim_deliveries=5_000,
+    # Fewer and bare simpy's windows last a few milliseconds: too short to
+    # time against a busy machine's noise.
+    sim_deliveries=20_000,
     # A smoke test: the 1,000-host heartbeat alone would take half a minute.
     heartbeat_hosts=200,
     heartbeat_window_s=1.0,
@@ -202,7 +204,7 @@ def _sim(profile: Profile, results: Results) -> Plan:
     for hosts in profile.sim_hosts:
         # A ring delivers two messages per host per publication.
         window = profile.sim_deliveries / (2 * hosts * profile.sim_rate_hz)
-        for subject in ("chaski", "simpy"):
+        for subject in ("chaski", "streams", "simpy"):
             case = simulated.RateCase(
                 subject,
                 hosts,
@@ -263,6 +265,9 @@ def _compare(results: Results) -> None:
         elif group == "sim" and metric == "delivered msg/s":
             target = 0.5 if case == "N=1,000" else None
             results.compare(group, case, metric, "simpy", target=target)
+            # What the simulator costs alone, and what the protocol adds.
+            results.compare(group, case, metric, "simpy", ours="streams")
+            results.compare(group, case, metric, "streams")
 
 
 def _environment() -> dict[str, object]:

@@ -20,6 +20,14 @@ message, and no framing, sessions, acknowledgements, routing or
 back-pressure: it is what the simulator's own machinery and the protocol
 stack cost against doing nothing but moving messages.
 
+Between the two, ``streams`` runs the same pattern on the simulated runtime
+alone: a stream per ring edge, each host writing its 16 bytes to each
+neighbour and a reader per stream, with no protocol above. Its rate against
+simpy's is what the simulator's own machinery costs; chaski's against it is
+what the protocol stack (framing, sessions, acknowledgements, topic routing,
+the inbox) adds. For both, the simulator counts the events it serves per
+delivered message.
+
 Faster than real time. 1,000 hosts on a random 4-regular graph, each
 publishing a heartbeat to its neighbours once a second: simulated seconds
 per wall-clock second.
@@ -50,7 +58,7 @@ LATENCY_S = 0.001
 
 @dataclass(frozen=True, slots=True)
 class RateCase:
-    subject: str  # "chaski" or "simpy"
+    subject: str  # "chaski", "streams" or "simpy"
     hosts: int
     rate_hz: float
     window_s: float  # simulated seconds per measured window
@@ -70,9 +78,21 @@ def run_rate(case: RateCase) -> list[Figure]:
     with Workers(case.deadline_s) as workers:
         result_q = workers.queue()
         workers.start(_rate_worker, case, result_q)
-        rates, peak_rss = workers.get(result_q, "simulation result")
+        rates, events, peak_rss = workers.get(result_q, "simulation result")
     name = f"N={case.hosts:,}"
     figures = [Figure("sim", name, case.subject, "delivered msg/s", "msg/s", rates)]
+    if events:
+        figures.append(
+            Figure(
+                "sim",
+                name,
+                case.subject,
+                "events per message",
+                "events",
+                events,
+                higher_is_better=False,
+            )
+        )
     figures.append(
         Figure(
             "sim",
@@ -204,6 +224,51 @@ def _advance_chaski(network: Any, until: float) -> None:
     network.run(until=until)
 
 
+def build_streams(graph: nx.Graph[str], rate_hz: float) -> tuple[Any, _Counting]:
+    """The same pattern over bare simulated streams: no protocol above them."""
+    from chaski_actors.sim import SimNetwork
+
+    network = SimNetwork(graph, seed=1)
+    counting = _Counting()
+    port = 1
+
+    async def read(stream: Any) -> None:
+        while data := await stream.receive():
+            # A read may hold several messages that arrived together.
+            counting.delivered += len(data) // 16
+
+    async def write(runtime: Any, streams: list[Any]) -> None:
+        interval = 1.0 / rate_hz
+        await runtime.sleep(runtime.random.uniform(0.0, interval))
+        while True:
+            for stream in streams:
+                await stream.send(b"x" * 16)
+            await runtime.sleep(interval)
+
+    outgoing: dict[str, list[Any]] = {host: [] for host in graph.nodes}
+
+    async def accepted(stream: Any) -> None:
+        outgoing[stream.local_address[0]].append(stream)
+        await read(stream)
+
+    async def setup() -> None:
+        for host in graph.nodes:
+            await network.runtime(host).listen(host, port, accepted)
+        for u, v in graph.edges():
+            dialer, target = (u, v) if u < v else (v, u)
+            runtime = network.runtime(dialer)
+            stream = await runtime.connect(target, port)
+            outgoing[dialer].append(stream)
+            runtime.spawn(read(stream), name="read")
+        for host in graph.nodes:
+            runtime = network.runtime(host)
+            runtime.spawn(write(runtime, outgoing[host]), name="write")
+
+    task = network.spawn(setup(), name="setup")
+    network.env.run(until=task._done._event)
+    return network, counting
+
+
 # -- bare simpy --------------------------------------------------------------
 
 
@@ -266,37 +331,51 @@ def build_simpy(graph: nx.Graph[str], rate_hz: float) -> tuple[Any, _Counting]:
 
 
 def _measure(
-    advance: Any, start: float, window: float, rounds: int, counting: _Counting
-) -> tuple[float, ...]:
-    rates = []
+    advance: Any,
+    start: float,
+    window: float,
+    rounds: int,
+    counting: _Counting,
+    *,
+    served: Any = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Delivered messages per wall-clock second in each window, and events
+    served per delivered message if ``served()`` counts them."""
+    rates, events = [], []
     at = start
     for index in range(rounds + 1):
         before = counting.delivered
+        events_before = served() if served else 0
         gc.collect()
         started = time.perf_counter()
         at += window
         advance(at)
         elapsed = time.perf_counter() - started
+        delivered = counting.delivered - before
         if index:  # the first window is the warm-up
-            rates.append((counting.delivered - before) / elapsed)
-    return tuple(rates)
+            rates.append(delivered / elapsed)
+            if served and delivered:
+                events.append((served() - events_before) / delivered)
+    return tuple(rates), tuple(events)
 
 
 def _rate_worker(case: RateCase, result_q: Any) -> None:
     graph = _ring(case.hosts)
     if case.subject == "simpy":
         env, counting = build_simpy(graph, case.rate_hz)
-        rates = _measure(env.run, env.now, case.window_s, case.rounds, counting)
+        rates, events = _measure(env.run, env.now, case.window_s, case.rounds, counting)
     else:
-        network, counting = build_chaski(graph, case.rate_hz)
-        rates = _measure(
+        build = build_chaski if case.subject == "chaski" else build_streams
+        network, counting = build(graph, case.rate_hz)
+        rates, events = _measure(
             lambda until: _advance_chaski(network, until),
             network.now(),
             case.window_s,
             case.rounds,
             counting,
+            served=lambda: network.env.served,
         )
-    result_q.put((rates, _peak_rss()))
+    result_q.put((rates, events, _peak_rss()))
 
 
 def _heartbeat_worker(case: HeartbeatCase, result_q: Any) -> None:
