@@ -439,11 +439,14 @@ class Node:
 
         if link is None:
             link = self._new_link(hello, dialled=dialled)
-        else:
-            # Whoever dialled this connection redials it if it breaks. A link
+        elif dialled:
+            # Whoever dialled a connection redials it if it breaks. A link
             # kept for a peer's earlier life may have been made the other way
-            # round, and its new life knows nothing of that.
-            link.dialled = dialled
+            # round, and its new life, which accepted this one, will not.
+            # Accepting never takes the duty away: when two dials cross and
+            # each end keeps the connection it accepted, both die, and one
+            # end must still redial (chaos_mesh seed 279).
+            link.dialled = True
         if dialled and link.dial_address is None:
             link.dial_address = stream.peer_address
         pairing = pairing if dialled else hello.pairing
