@@ -542,7 +542,17 @@ class Node:
             return None
         same_peer = existing is not None and existing.peer.node_id == hello.node_id
         if dialled:
-            if existing is not None and known is None and existing.connected:
+            if (
+                existing is not None
+                and known is None
+                and existing.connected
+                and self.name > hello.name
+            ):
+                # Both ends dialled at once and each accepted the other's dial
+                # before its own was answered. Each keeps the connection the
+                # smaller name dialled, so that they keep the same one: if
+                # each refused its own, both connections would die, and two
+                # accepted links wait forever for the other end to redial.
                 self._refuse(stream, f"already linked to {hello.name}")
                 return None
             return existing, hello.continued

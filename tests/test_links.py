@@ -507,3 +507,41 @@ def test_the_side_that_dialled_the_current_connection_reconnects() -> None:
     # The reset reaches a after 10 ms and a redials reconnect_initial_s later:
     # a connect and the two hellos, two round trips.
     assert took == pytest.approx(0.01 + STEADY.reconnect_initial_s + 0.04, abs=1e-9)
+
+
+def test_two_nodes_that_dial_each_other_at_once_keep_one_live_link(
+    backend: Backend,
+) -> None:
+    # In the simulator the dials cross exactly: each end accepts the other's
+    # connection before its own is answered. Each used to refuse its own
+    # dial, so both connections died and both links, made by accepting,
+    # waited for a redial that never came.
+    async def main(net: Any) -> tuple[str, str, Any, float]:
+        a = Node(net.runtime("a"), "a", settings=STEADY)
+        b = Node(net.runtime("b"), "b", settings=STEADY)
+        for node in (a, b):
+            await node.start()
+            await node.subscribe("t")
+        start = net.now()
+        dials = [
+            a.runtime.spawn(a.connect(*b.address), name="a-dials"),
+            b.runtime.spawn(b.connect(*a.address), name="b-dials"),
+        ]
+        for dial in dials:
+            await dial
+        await a.publish("t", "hello")
+        message = await b.receive()
+        took = net.now() - start
+        await a.runtime.sleep(0.5)
+        states = a.links["b"].state, b.links["a"].state
+        await a.stop()
+        await b.stop()
+        return *states, message.data, took
+
+    a_state, b_state, data, took = backend.run(main)
+    assert (a_state, b_state, data) == ("open", "open", "hello")
+    if backend.simulated:
+        # The connects (20 ms) and hellos (10 ms) cross; at 40 ms a keeps its
+        # own dial and drops the one it accepted, whose reset ends b's dial at
+        # 50 ms; then a's publish takes 10 ms.
+        assert took == pytest.approx(0.06, abs=1e-9)
