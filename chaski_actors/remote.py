@@ -718,6 +718,10 @@ class Remote:
             return self._failure(request.call_id, exc)
         except Exception as exc:
             return self._failed(request, exc)
+        except self.runtime.cancelled_error as exc:
+            # Raised by the method itself (a cancelled future's result, say):
+            # the reader is not being cancelled, so it must not end here.
+            return self._failed(request, exc)
         except BaseException:
             self.book.cancel(key)
             raise
@@ -768,7 +772,7 @@ class Remote:
             if close is not None:
                 close()  # a coroutine that never ran; nothing to warn about
 
-    def _failed(self, request: CallRequest, exc: Exception) -> bytes:
+    def _failed(self, request: CallRequest, exc: BaseException) -> bytes:
         self.log.debug(
             "call %s.%s raised %s: %s",
             request.target,
@@ -908,7 +912,7 @@ def _is_awaitable(value: object) -> bool:
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 
 
-def _as_remote(exc: Exception) -> RemoteError:
+def _as_remote(exc: BaseException) -> RemoteError:
     return RemoteError(str(exc), remote_type=type(exc).__name__)
 
 

@@ -70,11 +70,25 @@ class Counter:
     def fail(self) -> None:
         raise ValueError("the counter refuses")
 
+    def give_up(self) -> None:
+        """A plain method that raises the cancellation error of its own accord."""
+        raise self.runtime.cancelled_error()
+
     def unencodable(self) -> object:
         return object()
 
 
-EXPOSE = ["add", "slow", "echo", "later", "fail", "unencodable", "total", "limits"]
+EXPOSE = [
+    "add",
+    "slow",
+    "echo",
+    "later",
+    "fail",
+    "give_up",
+    "unencodable",
+    "total",
+    "limits",
+]
 
 
 async def pair(
@@ -592,3 +606,19 @@ def test_an_answer_too_large_for_the_link_is_refused_not_lost(
 
     codes, size = backend.run(main)
     assert codes == ["unencodable", "unencodable"] and size == 100
+
+
+def test_a_plain_method_raising_cancellation_does_not_end_the_link(
+    backend: Backend,
+) -> None:
+    async def main(net: Any) -> tuple[str, int, int]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            with pytest.raises(RemoteError) as info:
+                await proxy.give_up()
+            total = await proxy.add(2)
+            return info.value.remote_type, total, owner.statistics().book.running
+
+    remote_type, total, running = backend.run(main)
+    assert remote_type == "CancelledError" and (total, running) == (2, 0)
