@@ -75,6 +75,7 @@ from .protocol import (
     Frame,
     LinkProtocol,
     LinkState,
+    all_publishes,
     check_frame,
     check_numbered,
 )
@@ -716,35 +717,44 @@ class Node:
             await handler(link, frame)
 
     async def _numbered(self, link: Link, seq: int, ack: int, items: list[Any]) -> None:
-        frames = check_numbered(items)
+        publishes = all_publishes(items)
+        frames = [] if publishes else check_numbered(items)
         link.acknowledged(ack)
-        new = link.session.accept(seq, len(frames))
+        new = link.session.accept(seq, len(items))
         if not new:
             return
         link.received_numbered()
-        if new < len(frames):
-            frames = frames[len(frames) - new :]
+        if publishes:
+            await self._publishes(link, items[len(items) - new :])
+            return
 
-        # Runs of publishes to one topic go to their queue in one piece, so
-        # a batch wakes its consumer once; anything else is handled in its
-        # place, after the publishes before it.
+        # Anything but a publish is handled in its place, after the
+        # publishes before it.
+        run: list[Any] = []
+        for frame in frames[len(frames) - new :]:
+            if frame.kind == PUB:
+                run.append([PUB, *frame.fields])
+                continue
+            await self._publishes(link, run)
+            run = []
+            await self._dispatch(link, frame)
+        await self._publishes(link, run)
+
+    async def _publishes(self, link: Link, items: list[Any]) -> None:
+        """Deliver checked publishes; a run of one topic goes in one piece.
+
+        So a batch goes to its queue in one put and wakes its consumer once.
+        """
         source = link.peer.name
         now = self.runtime.now()
         run: list[Message] = []
-        for frame in frames:
-            fields = frame.fields
-            if frame.kind != PUB:
+        current = None
+        for _, topic, data, sent_at in items:
+            if topic != current:
                 await self._deliver_run(run)
                 run = []
-                await self._dispatch(link, frame)
-                continue
-            topic = fields[0]
-            if run and run[0].topic != topic:
-                await self._deliver_run(run)
-                run = []
-            run.append(
-                _new_message(Message, (topic, fields[1], source, fields[2], now))
-            )
+                current = topic
+            run.append(_new_message(Message, (topic, data, source, sent_at, now)))
         await self._deliver_run(run)
 
     async def _deliver(self, link: Link, fields: tuple[Any, ...]) -> None:
@@ -928,35 +938,49 @@ class Node:
             self._check_running()  # raises; written out on the hot path
         now = self.runtime.now()
         if self.settings.propagation_ttl:
-            ident = next(self._forward_ids)
-            self.discovery.seen.first_sight((_FORWARD_PREFIX + self.name, ident))
-            links = list(self.links.values())
-            fields: tuple[Any, ...] = (
-                self.name,
-                ident,
-                self.settings.propagation_ttl,
-                topic,
-                data,
-                now,
-            )
-            kind = FORWARD
-        else:
-            links = [link for link in self.links.values() if topic in link.topics]
-            fields, kind = (topic, data, now), PUB
+            return await self._propagate(topic, data, now)
+
+        # The usual case, in one pass: links whose batch takes the frame at
+        # once are done; the others (a full batch, a link down, the first
+        # write of a turn) are awaited afterwards, outside the iteration.
+        item: bytes | None = None
+        sent = 0
+        later: list[Link] = []
+        for link in self.links.values():
+            if topic in link.topics:
+                if item is None:
+                    item = link.protocol.encode_pub(topic, data, now)
+                if link.offer(item):
+                    sent += 1
+                else:
+                    later.append(link)
+        if item is None:
+            return 0
+        for link in later:
+            try:
+                await link.send_item(item)
+            except ClosedResourceError:
+                continue
+            sent += topic in link.topics
+        self._published += 1
+        return sent
+
+    async def _propagate(self, topic: str, data: Any, now: float) -> int:
+        """Publish with ``propagation_ttl``: to every link, to be passed on."""
+        ident = next(self._forward_ids)
+        self.discovery.seen.first_sight((_FORWARD_PREFIX + self.name, ident))
+        links = list(self.links.values())
         if not links:
             return 0
-        protocol = links[0].protocol
-        if kind == PUB:
-            item = protocol.encode_pub(topic, data, now)
-        else:
-            item = protocol.encode_item(kind, *fields)
+        item = links[0].protocol.encode_item(
+            FORWARD, self.name, ident, self.settings.propagation_ttl, topic, data, now
+        )
         sent = 0
         for link in links:
-            if not link.offer(item):
-                try:
-                    await link.send_item(item)
-                except ClosedResourceError:
-                    continue
+            try:
+                await link.send_item(item)
+            except ClosedResourceError:
+                continue
             sent += topic in link.topics
         self._published += 1
         return sent

@@ -263,6 +263,50 @@ def test_a_stopped_node_refuses_work(backend: Backend) -> None:
     backend.run(main)
 
 
+TEST_NUMBERED = 91
+
+
+def test_a_batch_keeps_other_frames_in_their_place(backend: Backend) -> None:
+    """Publishes and another reliable frame sent in one turn arrive in order."""
+    from chaski_actors.protocol import INT, register_kind
+
+    register_kind(TEST_NUMBERED, "test-numbered", INT)
+
+    async def main(net: Any) -> tuple[list[Any], int]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            seen: list[Any] = []
+
+            async def handler(link: Any, frame: Any) -> None:
+                seen.append(("frame", frame.fields[0], b.statistics().delivered))
+
+            b.add_frame_handler(TEST_NUMBERED, handler)
+            await b.subscribe("t", "u")
+            await a.connect(*b.address)
+            await eventually(a.runtime, lambda: "a" in b.links)
+            link = a.links["b"]
+            for n in range(3):
+                await a.publish("t", n)
+            await link.send_reliable(TEST_NUMBERED, 7)
+            await a.publish("u", 3)
+            await a.publish("t", 4)
+            seen += [(m.topic, m.data) for m in [await b.receive() for _ in range(5)]]
+            return seen, a.statistics().per_link[0].frames_out
+
+    seen, frames_out = backend.run(main)
+    # The frame came after the three publishes before it, and before the rest.
+    assert seen == [
+        ("frame", 7, 3),
+        ("t", 0),
+        ("t", 1),
+        ("t", 2),
+        ("u", 3),
+        ("t", 4),
+    ]
+    # a's frames: its hello, the first publish on its own, and one batch
+    # with the other five.
+    assert frames_out == 3
+
+
 # -- datagrams ---------------------------------------------------------------
 
 TEST_DATAGRAM = 90
