@@ -118,6 +118,9 @@ class RealRuntime(Runtime):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self._loop.call_later(delay, callback)
 
+    def call_soon(self, callback: Callable[[], None]) -> Timer:
+        return self._loop.call_soon(callback)
+
     def wall_clock(self) -> float:
         return time.time()
 
