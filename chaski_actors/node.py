@@ -554,6 +554,11 @@ class Node:
                 # smaller name dialled, so that they keep the same one: if
                 # each refused its own, both connections would die, and two
                 # accepted links wait forever for the other end to redial.
+                # Known shortcoming: a reconnection (``known`` set) that
+                # crosses the peer's own dial always keeps its connection,
+                # so when the peer is the smaller name both connections can
+                # still die; the reconnecting end keeps its duty to redial,
+                # and the link comes back one reconnect_* backoff later.
                 self._refuse(stream, f"already linked to {hello.name}")
                 return None
             return existing, hello.continued
