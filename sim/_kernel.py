@@ -327,7 +327,7 @@ class SimFuture(simpy.Event, Generic[T]):
             raise RuntimeError("future already done")
         self._ok = True
         self._value = result
-        cast(Clock, self.env)._ready.append(self)
+        self._settled()
 
     def set_exception(self, exception: BaseException, /) -> None:
         if self._value is not PENDING:
@@ -336,7 +336,16 @@ class SimFuture(simpy.Event, Generic[T]):
         self._value = exception
         # Nobody may be waiting; simpy would otherwise re-raise it in run().
         self._defused = True
-        cast(Clock, self.env)._ready.append(self)
+        self._settled()
+
+    def _settled(self) -> None:
+        if self.callbacks:
+            cast(Clock, self.env)._ready.append(self)
+        else:
+            # Nobody waits: processed at once, with nothing to run. Whoever
+            # awaits it later carries on at once, as with asyncio's futures.
+            # (None marks a processed event; simpy's annotation omits it.)
+            self.callbacks = None  # type: ignore[assignment]
 
     def cancel(self, msg: Any | None = None) -> bool:
         if self._value is not PENDING:
@@ -359,6 +368,7 @@ class SimTask(Generic[T]):
         "_kernel",
         "_must_throw",
         "_name",
+        "_registry",
         "_waiting_on",
     )
 
@@ -372,6 +382,8 @@ class SimTask(Generic[T]):
         self._must_throw = False
         # The event whose callbacks hold this task's next step, if it waits.
         self._waiting_on: simpy.Event | None = None
+        # Where the task is listed while it runs (its host's tasks), if any.
+        self._registry: dict[SimTask[Any], None] | None = None
         env._ready.append(_Ready(self._resume, True, None))
 
     def __repr__(self) -> str:
@@ -421,6 +433,12 @@ class SimTask(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         return self._done.__await__()
 
+    def _ended(self) -> None:
+        registry = self._registry
+        if registry is not None:
+            self._registry = None
+            registry.pop(self, None)
+
     def _resume(self, event: Any) -> None:
         """An event this task waited for was processed: take the next step."""
         self._waiting_on = None
@@ -440,12 +458,15 @@ class SimTask(Generic[T]):
             try:
                 target = coro.send(value) if error is None else coro.throw(error)
             except StopIteration as stop:
+                self._ended()
                 self._done.set_result(stop.value)
                 return
             except CancelledError:
+                self._ended()
                 self._done.cancel()
                 return
             except BaseException as exc:  # the task's own failure, kept for joiners
+                self._ended()
                 self._done.set_exception(exc)
                 kernel.report_crash(self, exc)
                 return

@@ -65,8 +65,8 @@ class SimRuntime(Runtime):
         self._life = Life(network.is_up(host))
         self.random = Random(derive_seed(network.seed, "app", host))
         self._ids = itertools.count(1)
-        self._tasks: dict[int, SimTask[Any]] = {}
-        self._task_ids = itertools.count()
+        # The host's live tasks, in spawn order; a task leaves when it ends.
+        self._tasks: dict[SimTask[Any], None] = {}
         self._closeables: dict[int, Listener | DatagramEndpoint] = {}
 
     def __repr__(self) -> str:
@@ -106,13 +106,8 @@ class SimRuntime(Runtime):
             coro.close()
             raise ClosedResourceError(f"host {self._host} is down")
         task = self._kernel.spawn(coro, f"{self._host}/{name}")
-        key = next(self._task_ids)
-        self._tasks[key] = task
-
-        def forget(_event: object) -> None:
-            self._tasks.pop(key, None)
-
-        task._done._event.callbacks.append(forget)
+        self._tasks[task] = None
+        task._registry = self._tasks
         return task
 
     def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
@@ -234,7 +229,7 @@ class SimRuntime(Runtime):
         """Called by the network: every task of this host dies now."""
         self._life.alive = False
         self._life = Life(False)
-        for task in list(self._tasks.values()):
+        for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
         self._closeables.clear()
