@@ -31,7 +31,7 @@ import asyncio
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -225,7 +225,8 @@ class _RawProtocol(asyncio.Protocol):
         self.resumed: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not a subclass of asyncio.Transport under uvloop.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
 
     def pause_writing(self) -> None:

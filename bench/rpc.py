@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -176,7 +176,8 @@ class _Framed(asyncio.Protocol):
         self.buffer = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not a subclass of asyncio.Transport under uvloop.
+        transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=1 << 20)
         self.transport = transport
 

@@ -291,8 +291,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.pending_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not a subclass of asyncio.Transport under uvloop.
+        self.transport = cast(asyncio.Transport, transport)
         if self._on_open is not None:
             self._on_open(self)
 
