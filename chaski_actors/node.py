@@ -740,10 +740,12 @@ class Node:
             if frame.kind == PUB:
                 run.append([PUB, *frame.fields])
                 continue
-            await self._publishes(link, run)
-            run = []
+            if run:
+                await self._publishes(link, run)
+                run = []
             await self._dispatch(link, frame)
-        await self._publishes(link, run)
+        if run:
+            await self._publishes(link, run)
 
     async def _publishes(self, link: Link, items: list[Any]) -> None:
         """Deliver checked publishes; a run of one topic goes in one piece.
