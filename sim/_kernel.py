@@ -27,12 +27,13 @@ The clock. :class:`Clock` is a ``simpy.Environment`` with two changes to
 what one step does, both for speed, neither visible to simpy code:
 
 * Work due *now* (a future that was resolved, a task that was spawned or
-  cancelled) goes to a ready queue, first in first out, not into simpy's
-  time-ordered heap; a step takes from the ready queue before it looks at
-  the heap. This is asyncio's order: what was made ready runs before time
-  moves on, in the order it was made ready. It spares a heap push and pop,
-  and a sequence number, per wake-up, of which a delivered message has
-  several.
+  cancelled, a ``call_soon`` callback) goes to a ready queue, first in
+  first out, not into simpy's time-ordered heap; a step takes from the
+  ready queue before it looks at the heap. This is asyncio's order: what
+  was made ready runs before time moves on, in the order it was made
+  ready. It spares a heap push and pop, and a sequence number, per
+  wake-up, of which a delivered message has several. A future settled
+  while nobody waits for it is not queued at all.
 * Timers and network arrivals sit in the heap itself as small records
   (:class:`TimerHandle`, :class:`_Call`), not as ``simpy.Timeout`` events
   with a callback list, and a sleeping task waits on one plain event placed
@@ -102,6 +103,23 @@ class TimerHandle:
             self._callback = None
             self._clock._timers -= 1
             self._clock._died()
+
+    def cancelled(self) -> bool:
+        return self._callback is None
+
+
+class _Soon:
+    """A callback for the end of the turn: a ready-queue entry, cancellable."""
+
+    __slots__ = ("_callback", "_life")
+
+    def __init__(self, callback: Callable[[], None], life: Life | None) -> None:
+        self._callback: Callable[[], None] | None = callback
+        self._life = life
+
+    def cancel(self) -> None:
+        # Served in its turn, it finds nothing to run; nothing to count.
+        self._callback = None
 
     def cancelled(self) -> bool:
         return self._callback is None
@@ -199,40 +217,35 @@ class Clock(simpy.Environment):
                     self._now, _, _, event = heappop(queue)
                 except IndexError:
                     raise EmptySchedule from None
-                kind = event.__class__
-                if kind is _Call:
-                    event.fn(event.arg)
-                    if once:
-                        return
-                    continue
-                if kind is TimerHandle:
-                    callback = event._callback
-                    if callback is None:
-                        self._dead -= 1
-                    else:
-                        event._callback = None
+            kind = event.__class__
+            if kind is _Call:
+                event.fn(event.arg)
+            elif kind is TimerHandle or kind is _Soon:
+                callback = event._callback
+                if callback is not None:
+                    event._callback = None
+                    if kind is TimerHandle:
                         self._timers -= 1
-                        life = event._life
-                        if life is None or life.alive:
-                            callback()
-                    if once:
-                        return
-                    continue
-
-            callbacks, event.callbacks = event.callbacks, None
-            try:
-                for callback in callbacks:
-                    callback(event)
-            except StopSimulation:
-                # As simpy does: the rest of the callbacks run when the
-                # simulation resumes, before anything else.
-                event.callbacks = callbacks[callbacks.index(callback) + 1 :]
-                ready.appendleft(event)
-                raise
-            if not event._ok and not hasattr(event, "_defused"):
-                exc = type(event._value)(*event._value.args)
-                exc.__cause__ = event._value
-                raise exc
+                    life = event._life
+                    if life is None or life.alive:
+                        callback()
+                elif kind is TimerHandle:
+                    self._dead -= 1
+            else:
+                callbacks, event.callbacks = event.callbacks, None
+                try:
+                    for callback in callbacks:
+                        callback(event)
+                except StopSimulation:
+                    # As simpy does: the rest of the callbacks run when the
+                    # simulation resumes, before anything else.
+                    event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+                    ready.appendleft(event)
+                    raise
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
             if once:
                 return
 
@@ -244,6 +257,14 @@ class Clock(simpy.Environment):
         heap: list[Any] = self._queue
         heappush(heap, (when if when > now else now, NORMAL, next(self._eid), handle))
         self._timers += 1
+        return handle
+
+    def call_soon(
+        self, callback: Callable[[], None], life: Life | None = None
+    ) -> _Soon:
+        """``callback()`` once what is ready now has run, before time moves."""
+        handle = _Soon(callback, life)
+        self._ready.append(handle)
         return handle
 
     def call(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:

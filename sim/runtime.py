@@ -89,6 +89,11 @@ class SimRuntime(Runtime):
         clock = self._clock
         return clock.call_at(clock._now + delay, callback, self._life)
 
+    def call_soon(self, callback: Callable[[], None]) -> Timer:
+        # The clock's ready queue: no heap entry, and after the ready work
+        # queued before it, as asyncio's call_soon.
+        return self._clock.call_soon(callback, self._life)
+
     def wall_clock(self) -> float:
         return self.network.epoch + self.now()
 

@@ -219,3 +219,25 @@ def test_unique_ids_and_random_streams_are_per_host_and_seeded() -> None:
     assert h1 != g1
     assert run_sim(main, graph, seed=5) == (ids, h1, g1)
     assert run_sim(main, graph, seed=6)[1] != h1
+
+
+def test_call_soon_runs_before_time_moves_and_dies_with_its_host() -> None:
+    graph = one_host()
+    graph.add_node("g")
+
+    async def main(net: SimNetwork) -> tuple[list[str], int]:
+        rt, other = net.runtime("h"), net.runtime("g")
+        log: list[str] = []
+        rt.call_later(0.0, lambda: log.append(f"timer at {rt.now()}"))
+        rt.call_soon(lambda: log.append(f"soon at {rt.now()}"))
+        rt.call_soon(lambda: log.append("cancelled")).cancel()
+        # Queued by a host that crashes before its turn: never runs.
+        other.call_soon(lambda: log.append("crashed host"))
+        net.crash("g")
+        await rt.sleep(1.0)
+        return log, len(net.kernel.timers)
+
+    log, timers = run_sim(main, graph)
+    # The ready queue goes before the timer heap, even for a timer due now.
+    assert log == ["soon at 0.0", "timer at 0.0"]
+    assert timers == 0
