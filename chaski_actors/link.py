@@ -180,6 +180,17 @@ class Link:
         await self.send_bytes(self.protocol.encode(kind, *fields))
 
     async def send_bytes(self, data: bytes) -> None:
+        """Write an encoded frame after everything sent before it.
+
+        The open batch goes first, so that a goodbye, say, cannot overtake
+        the publishes of the same turn of the loop.
+        """
+        while self._batch and self.ready and not self.closed:
+            if self._writing:
+                self._batch_room.clear()
+                await self._batch_room.wait()
+            else:
+                await self._write_batches()
         if self.closed:
             raise ClosedResourceError(f"link to {self.peer.name} is closed")
         stream = self.stream

@@ -307,6 +307,23 @@ def test_a_batch_keeps_other_frames_in_their_place(backend: Backend) -> None:
     assert frames_out == 3
 
 
+def test_a_goodbye_does_not_overtake_the_publishes_before_it(
+    backend: Backend,
+) -> None:
+    async def main(net: Any) -> list[Any]:
+        async with Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            a = Node(net.runtime("a"), "a")
+            await a.start()
+            await a.connect(*b.address)
+            for n in range(5):
+                await a.publish("t", n)
+            await a.stop()  # in the same turn: the batch is still open
+            return [(await b.receive()).data for _ in range(5)]
+
+    assert backend.run(main) == [0, 1, 2, 3, 4]
+
+
 # -- datagrams ---------------------------------------------------------------
 
 TEST_DATAGRAM = 90
