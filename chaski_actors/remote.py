@@ -608,7 +608,7 @@ class Remote:
         self._sweep_due = _NEVER
         now = self.runtime.now()
         nearest = _NEVER
-        for _peer, waiter, due in self._pending.values():
+        for _peer, waiter, due in list(self._pending.values()):
             if waiter.done():
                 continue
             if due <= now + _SLACK:
