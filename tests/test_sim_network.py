@@ -286,3 +286,16 @@ def test_bad_edges_are_config_errors() -> None:
         SimNetwork(pair(bandwidth=-5))
     with pytest.raises(ConfigError, match="no hosts"):
         SimNetwork(nx.Graph())
+
+
+def test_a_burst_of_segments_is_read_in_one_piece_within_max_bytes() -> None:
+    async def main(net: SimNetwork) -> list[bytes]:
+        client, accepted = await open_pair(net)
+        for part in (b"abc", b"defg", b"hi"):
+            await client.send(part)
+        await net.runtime("a").sleep(1.0)  # all three have arrived
+        server = accepted[0]
+        # One read takes what fits; a segment that does not fit is split.
+        return [await server.receive(5), await server.receive()]
+
+    assert run_sim(main, pair(latency=0.01)) == [b"abcde", b"fghi"]
