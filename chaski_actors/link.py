@@ -28,17 +28,19 @@ windows.
 Batches and ordering
 --------------------
 Reliable frames leave in numbered frames that may carry many of them (see
-:mod:`chaski_actors.protocol`). The first reliable frame of a turn of the
-event loop is numbered and written at once, so a lone request or reply is
-not delayed; the link is then corked until the turn ends, and what is sent
-meanwhile gathers in a batch that goes out as one numbered frame when the
-turn ends, or as soon as it holds ``_BATCH_FRAMES`` frames or
-``_BATCH_BYTES`` bytes. A sender that finds the batch full waits until the
-frame being written has left, so the batch bounds what a link holds beyond
-its send buffer. The frames of an open batch count against the send
-buffer's bound as if they were already in it; once the buffer is full,
-frames go one by one, so that ``drop-oldest`` drops what it must and no
-more.
+:mod:`chaski_actors.protocol`). A reliable frame is numbered and written at
+once, so a lone request or reply is not delayed, unless the link wrote one
+very recently (``_CORK_WINDOW_S``, a tenth of a millisecond; on the
+simulated backend, the same instant): a busy sender. The link is then
+corked until the turn of the event loop ends, and what is sent meanwhile
+gathers in a batch that goes out as one numbered frame when the turn ends,
+or as soon as it holds ``_BATCH_FRAMES`` frames or ``_BATCH_BYTES`` bytes.
+A sender that is not busy costs no timer per frame. A sender that finds
+the batch full waits until the frame being written has left, so the batch
+bounds what a link holds beyond its send buffer. The frames of an open
+batch count against the send buffer's bound as if they were already in it;
+once the buffer is full, frames go one by one, so that ``drop-oldest``
+drops what it must and no more.
 
 Numbered frames must leave in the order of their numbers. One writer at a
 time (a flag, not a lock: the other senders leave their frames in the batch
@@ -89,6 +91,13 @@ _EPSILON = 1e-9
 _BATCH_FRAMES = 256
 _BATCH_BYTES = 1 << 16
 
+# A sender that sends again within this time of its last numbered write
+# is busy: what it sends next waits for the end of the loop's turn, to go
+# as one batch. One that sends less often has every frame written at once,
+# with no timer. Arbitrary: long against the microseconds a busy sender
+# spends per frame, short against any network's delay.
+_CORK_WINDOW_S = 1e-4
+
 # What a numbered frame adds around its frames, at most: the array of four,
 # SEQ, two 64-bit numbers and a 32-bit array header.
 _NUMBERED_OVERHEAD = 1 + 1 + 9 + 9 + 5
@@ -137,6 +146,7 @@ class Link:
         self._corked = False
         # Corked, ready and not closed: a batch may take frames (offer).
         self._open = False
+        self._last_write = -1.0
         self._flusher: Task[None] | None = None
         largest = node.settings.max_frame_size - _NUMBERED_OVERHEAD
         self._largest_item = largest
@@ -276,11 +286,17 @@ class Link:
 
         self._batch.append(item)
         self._batch_bytes += len(item)
+        if self._writing:
+            return  # the writer takes it when its write is done
         # Past the buffer's bound (only under drop-oldest) the frame leaves
         # at once, dropping what it must now rather than at the turn's end.
-        overdue = self.session.held + len(self._batch) > self.session.capacity
-        if not self._writing and (overdue or not self._corked):
-            await self._write_batches()
+        if self.session.held + len(self._batch) <= self.session.capacity:
+            if self._corked:
+                return
+            if self.node.runtime.now() - self._last_write <= _CORK_WINDOW_S:
+                self._cork()
+                return
+        await self._write_batches()
 
     async def _wait_for_room(self) -> None:
         self._room.clear()
@@ -295,10 +311,7 @@ class Link:
         try:
             while self._batch and self.ready and self.stream is stream:
                 frame = self._number(self._take_batch(), self.session.envelope_ack())
-                if not self._corked:
-                    self._corked = True
-                    self.node.runtime.call_later(0.0, self._uncork)
-                self._open = not self.closed
+                self._last_write = self.node.runtime.now()
                 await self._write(stream, frame)
         finally:
             self._writing = False
@@ -318,6 +331,12 @@ class Link:
         frame = self.protocol.encode_numbered(session.next_seq, ack, items)
         session.push(frame, len(items))
         return frame
+
+    def _cork(self) -> None:
+        """Keep what is sent from now on for a batch at the end of the turn."""
+        self._corked = True
+        self._open = self.ready and not self.closed
+        self.node.runtime.call_later(0.0, self._uncork)
 
     def _uncork(self) -> None:
         self._corked = self._open = False

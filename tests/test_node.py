@@ -130,11 +130,15 @@ def test_statistics_count_frames_and_bytes(backend: Backend) -> None:
 
     a, b = backend.run(main)
     assert a.published == 10 and b.delivered == 10
-    # The hello, the first message on its own (the first write of a turn is
-    # not held back), then the other nine, published in the same turn of
-    # the loop, batched into one numbered frame.
-    assert a.per_link[0].frames_out == 3
-    assert b.per_link[0].frames_in == 3
+    # The hello, the first message on its own (a lone write is not held
+    # back), then the other nine, published right after it in the same turn
+    # of the loop, batched into one numbered frame. On the real backend a
+    # busy machine may pause the publisher long enough to split the batch.
+    assert a.per_link[0].frames_out == b.per_link[0].frames_in
+    if backend.kind == "sim":
+        assert a.per_link[0].frames_out == 3
+    else:
+        assert 3 <= a.per_link[0].frames_out <= 11
     assert a.per_link[0].bytes_out == b.per_link[0].bytes_in > 10 * 100
     assert b.inbox.got == 10 and b.inbox.dropped == 0
 
@@ -303,8 +307,8 @@ def test_a_batch_keeps_other_frames_in_their_place(backend: Backend) -> None:
         ("t", 4),
     ]
     # a's frames: its hello, the first publish on its own, and one batch
-    # with the other five.
-    assert frames_out == 3
+    # with the other five (on the real backend, perhaps a few batches).
+    assert frames_out == 3 if backend.kind == "sim" else 3 <= frames_out <= 7
 
 
 def test_a_goodbye_does_not_overtake_the_publishes_before_it(
