@@ -602,7 +602,10 @@ class Remote:
         the sweep, when it runs, looks at the calls still in flight, of
         which the per-peer limits keep few. With a steady stream of calls
         it runs about once per deadline period, where a timer made and
-        cancelled per call cost a sixth of a call with many in flight.
+        cancelled per call cost a sixth of a call with many in flight. The
+        timer stays armed until the deadline of a call that has long ended,
+        at most one deadline period after the last call; it then finds
+        nothing to do and is not armed again.
         """
         self._sweep = None
         self._sweep_due = _NEVER
@@ -743,6 +746,11 @@ class Remote:
         except RemoteError as exc:
             answer = self._failure(request.call_id, exc)
         except self.runtime.cancelled_error:
+            # Known gap: a coroutine method that raises the cancellation
+            # error by itself, without being cancelled, is taken as cancelled
+            # too, so its caller gets no answer and waits for its deadline.
+            # Telling the two apart needs the task's own cancellation state,
+            # which the runtime's Task does not offer.
             self.book.cancel(key)
             raise
         except Exception as exc:

@@ -292,6 +292,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; not a subclass of asyncio.Transport under uvloop.
+        # Known gap: no test runs this backend under uvloop, which only the
+        # bench extra installs; the benchmark is what exercises it.
         self.transport = cast(asyncio.Transport, transport)
         if self._on_open is not None:
             self._on_open(self)
