@@ -12,7 +12,17 @@ so a topic has about ten members wherever N is. Keep-alives are slowed to
 one per 5 s, as they are most of the simulated traffic and play no part in
 discovery (the announcement rate limit is still one per second).
 Convergence is the first time every pair of nodes that share a topic is
-linked directly (sampled every 0.1 s).
+linked directly (sampled every 0.1 s). Every discovery setting is the
+default unless the row says otherwise. ``frames`` counts every frame sent
+(hellos, keep-alives and acknowledgements too); ``announce_frames``,
+``route_frames`` and ``seek_frames`` count discovery's own.
+
+Idle cost. The heartbeat network of ``bench/simulated.py`` (a random
+4-regular graph, each node publishing to its neighbours once a second on a
+topic only that neighbour subscribes to, so each node has a topic of its
+own) runs for 30 simulated seconds; the row gives the deliveries and the
+discovery frames sent meanwhile. This is where periodic announcements used
+to cost more frames than the messages themselves.
 
 Detection and resumption. Two hosts, 10 ms apart with 2 ms of jitter. The
 link idles (heartbeats only) for a few seconds, then is cut at a random
@@ -31,27 +41,63 @@ silence after which each would then declare the peer dead is compared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
 import random
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from chaski_actors import Node, Settings
+from chaski_actors.discovery import ROUTES, SEEK
 from chaski_actors.failure import PhiAccrualDetector
+from chaski_actors.link import Link
+from chaski_actors.protocol import ANNOUNCE
 from chaski_actors.sim.harness import run_sim
 from chaski_actors.testing import eventually
 
-__all__ = ["run_convergence", "run_detection", "run_phi_against_timeout"]
+__all__ = [
+    "run_convergence",
+    "run_detection",
+    "run_idle_cost",
+    "run_phi_against_timeout",
+]
 
 RESULTS = Path(__file__).with_name("results_links.json")
 
 
 # -- discovery convergence ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _counting_kinds() -> Iterator[Counter[int]]:
+    """Count the unnumbered frames sent, by kind (discovery's are unnumbered)."""
+    kinds: Counter[int] = Counter()
+    original = Link.send_frame
+
+    async def counting(link: Link, kind: int, *fields: Any) -> None:
+        kinds[kind] += 1
+        await original(link, kind, *fields)
+
+    Link.send_frame = counting  # type: ignore[method-assign]
+    try:
+        yield kinds
+    finally:
+        Link.send_frame = original  # type: ignore[method-assign]
+
+
+def _discovery_frames(kinds: Counter[int]) -> dict[str, int]:
+    return {
+        "announce_frames": kinds[ANNOUNCE],
+        "route_frames": kinds[ROUTES],
+        "seek_frames": kinds[SEEK],
+    }
 
 
 def _tree(n: int, seed: int) -> tuple[nx.Graph[str], list[tuple[str, str]]]:
@@ -68,13 +114,15 @@ def _tree(n: int, seed: int) -> tuple[nx.Graph[str], list[tuple[str, str]]]:
 
 
 def run_convergence(
-    n: int, seed: int = 1, horizon: float = 120.0, ttl: int = 4
+    n: int, seed: int = 1, horizon: float = 120.0, ttl: int | None = None
 ) -> dict[str, Any]:
     graph, dials = _tree(n, seed)
     topics = max(1, n // 10)
     # Heartbeats are most of the simulated traffic of an idle network, and
     # have nothing to do with discovery: slower ones let N = 1000 finish.
-    settings = Settings(keepalive_interval_s=5.0, dead_after_s=15.0, discovery_ttl=ttl)
+    settings = Settings(keepalive_interval_s=5.0, dead_after_s=15.0)
+    if ttl is not None:
+        settings = settings.replace(discovery_ttl=ttl)
     rng = random.Random(seed + 1)
     subscriptions = {name: f"t{rng.randrange(topics)}" for name in sorted(graph)}
     members: dict[str, list[str]] = {}
@@ -134,11 +182,32 @@ def run_convergence(
         }
 
     start = time.perf_counter()
-    result: dict[str, Any] = run_sim(main, graph, seed=seed)
+    with _counting_kinds() as kinds:
+        result: dict[str, Any] = run_sim(main, graph, seed=seed)
+    result.update(_discovery_frames(kinds))
     result.update(
-        n=n, topics=topics, ttl=ttl, wall_s=round(time.perf_counter() - start, 2)
+        n=n,
+        topics=topics,
+        ttl=settings.discovery_ttl,
+        wall_s=round(time.perf_counter() - start, 2),
     )
     return result
+
+
+def run_idle_cost(hosts: int = 200, seconds: float = 30.0) -> dict[str, Any]:
+    from bench.simulated import _regular, build_chaski
+
+    start = time.perf_counter()
+    with _counting_kinds() as kinds:
+        network, counting = build_chaski(_regular(hosts), 1.0)
+        network.run(until=network.now() + seconds)
+    return {
+        "hosts": hosts,
+        "simulated_s": seconds,
+        "delivered": counting.delivered,
+        **_discovery_frames(kinds),
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
 
 
 # -- detection and resumption ---------------------------------------------------
@@ -258,9 +327,30 @@ def run_phi_against_timeout(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
+    parser.add_argument(
+        "--only",
+        choices=("convergence", "idle", "detection"),
+        help="run one part, keeping the others' figures from the results file",
+    )
     args = parser.parse_args()
     sizes = (10, 100) if args.quick else (10, 100, 1000)
-    results: dict[str, Any] = {"convergence": [], "detection": []}
+    results: dict[str, Any] = (
+        json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
+    )
+    if args.only in (None, "idle"):
+        results["idle_cost"] = run_idle_cost()
+        print(results["idle_cost"], flush=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if args.only in (None, "convergence"):
+        results["convergence"] = []
+        # Largest last, saving after each size: N = 1000 takes a while.
+        for n in sizes:
+            results["convergence"].append(run_convergence(n))
+            print(results["convergence"][-1], flush=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if args.only not in (None, "detection"):
+        return
+    results["detection"] = []
     for keepalive in (0.1, 0.25, 0.5, 1.0):
         for ratio in (3.0, 5.0):
             for partition in ("short", "long"):
@@ -273,15 +363,6 @@ def main() -> None:
     )
     print(results["phi_against_timeout"], flush=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    # Largest last, saving after each size: N = 1000 takes a while.
-    for n in sizes:
-        results["convergence"].append(run_convergence(n))
-        if n >= 1000:
-            # The default ttl of 4 reaches few of a topic's members on a tree
-            # this deep; the setting's own advice is to raise it.
-            results["convergence"].append(run_convergence(n, ttl=12))
-        print(results["convergence"][-1], flush=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ learns of the rest through announcements flooded over the links that exist:
 
 * ``ANNOUNCE(origin, node_id, host, port, topics, id, ttl)`` says "node
   ``origin`` listens at ``host:port`` and subscribes to ``topics``". Its
-  origin sends it to every linked peer when it joins (its first link), when
-  its topics change, every ``discovery_interval_s`` while it has topics, and
+  origin sends it to every overlay neighbour when it joins (its first link), when
+  its topics change, on a trickle schedule while it has topics (below), and
   in answer to an announcement it cannot act on itself (below).
 * A node that receives an announcement for the first time passes it to
-  every other link with ``ttl - 1``, unless the ttl is spent. A node that
+  every other overlay link with ``ttl - 1``, unless the ttl is spent. A node that
   shares a topic with the origin passes it on without spending a hop: the
   ttl bounds the flood's reach beyond the topic's members, while members
   far apart on the overlay still hear of each other through the members
@@ -42,18 +42,55 @@ learns of the rest through announcements flooded over the links that exist:
   then travel as ``FORWARD`` frames, passed on by every node (subscribed or
   not) up to that many hops, with the same bounded duplicate memory.
 
+Announcements travel only over the overlay: the links a node made or
+accepted by joining (``connect``), not the links discovery made between
+partners. Partners learn of each other's partners through introductions,
+so flooding their links too would repeat what the overlay carries, and on
+a 1000-node network it multiplied the frames of a flood by ten.
+
+Topic routes. A flood reaches ``ttl`` hops past a topic's members, so two
+members far apart with no member between them would never hear of each
+other. Routes bridge such gaps at a cost that does not grow with the
+flood's reach. Each node tells each overlay neighbour, for every topic it
+knows of, the *smallest-named* member it knows, with that member's address
+and its distance in overlay hops (``ROUTES`` frames; a node's own topics
+count at distance 0). What a node tells a neighbour leaves out what that
+neighbour told it (split horizon), and routes longer than
+``discovery_reach`` hops are not passed on, which also bounds how long a
+withdrawn route can echo around a cycle of the overlay. Only changes are
+sent, a tenth of a second after the first one, batched; the whole table
+goes out when a link comes up or reconnects (the frames are unnumbered, and
+a reconnection may have lost some).
+
+On a connected overlay every member within ``discovery_reach`` hops of
+its topic's smallest member learns of that member. The smaller name dials,
+so the larger one sends a ``SEEK(target, topic, ttl, ...)`` frame along the
+route, each hop passing it to the neighbour that told it of the target;
+the target then dials. Every member is linked to the topic's smallest
+member, introductions turn that star into direct links between all of
+them, and the topic converges however far apart its members are (up to
+``discovery_reach``). A node's routing table holds at most ``memory``
+topics per overlay neighbour; routes beyond that are dropped and counted.
+
+Periodic announcements follow a trickle schedule: after an announcement
+caused by a change (a new overlay link, a first partner, new topics, an
+answer), the next comes ``discovery_interval_s`` later, and each one after
+that waits twice as long as the one before, up to eight times the
+interval. Any change starts the schedule again. A network at rest thus
+announces ever more rarely, while a change is announced at once.
+
 This module keeps the state and makes the decisions; the node sends the
 frames and opens the connections.
 
-Known shortcomings. Two members of a topic that are more than ``ttl`` hops
-apart on the overlay, with no other member between them, hear of each other
-only at the next periodic announcement (``discovery_interval_s``): on a
-random 100-node tree the last 10 % of pairs took 30 s where the first 90 %
-took 3.6 s. A trickle-style schedule (announce again at doubling intervals
-after each change) would shorten that tail at the cost of more floods; it
-is not built. A forwarded message whose id has been pushed out of the
-bounded memory by ``discovery_memory`` newer ones would be delivered again
-if a copy arrived that late.
+Known shortcomings. Convergence is certain only for members within
+``discovery_reach`` overlay hops (32 by default) of their topic's smallest
+member; farther ones rely on the floods and meet only if some chain of
+members within ``ttl`` hops of each other joins them. A member whose dial
+to the smallest member failed, or whose link to it closed for good, seeks
+it again only when the route changes; until then it relies on the
+periodic announcements. A forwarded message whose id has been pushed out of
+the bounded memory by ``discovery_memory`` newer ones would be delivered
+again if a copy arrived that late.
 """
 
 from __future__ import annotations
@@ -62,19 +99,41 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from .errors import ProtocolError
+from .protocol import BOOL, INT, LIST, STR, register_kind
 
 __all__ = [
     "INTRODUCTION",
+    "ROUTES",
+    "SEEK",
     "Announcement",
     "Discovery",
     "DiscoveryStatistics",
+    "Route",
+    "Routes",
     "SeenSet",
+    "Trickle",
 ]
 
 # The announcement id of an introduction: a node's announcement of one of
 # its peers to another, sent one hop and never relayed nor remembered.
 INTRODUCTION: Final = 0
+
+# Frame kinds of the topic routes (see the essay). A route entry is
+# [topic, member, node_id, host, port, distance]; distance -1 withdraws it.
+ROUTES: Final = 20  # whole table?, [entry, ...]
+SEEK: Final = 21  # target, topic, ttl, origin, node_id, host, port
+register_kind(ROUTES, "routes", BOOL, LIST)
+register_kind(SEEK, "seek", STR, STR, INT, STR, STR, STR, INT)
+
+# Entries per ROUTES frame: keeps a frame far below max_frame_size (an entry
+# is well under 200 bytes) whatever the number of topics.
+ROUTES_PER_FRAME: Final = 256
+
+# The periodic announcement waits at most this many discovery intervals.
+TRICKLE_LIMIT: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +167,9 @@ class DiscoveryStatistics:
     dials: int
     remembered: int
     forgotten: int
+    routes: int
+    routes_dropped: int
+    seeks: int
 
 
 class SeenSet:
@@ -135,13 +197,23 @@ class SeenSet:
 class Discovery:
     """The discovery state of one node; see the module essay."""
 
-    def __init__(self, name: str, *, memory: int, ttl: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        memory: int,
+        ttl: int,
+        reach: int = 32,
+        interval: float = 30.0,
+    ) -> None:
         self.name = name
         self.ttl = ttl
         self.seen = SeenSet(memory)
+        self.routes = Routes(name, reach=reach, capacity=memory)
+        self.trickle = Trickle(interval)
         self._ids = itertools.count(1)
         self.announced = self.received = self.duplicates = 0
-        self.relayed = self.dials = 0
+        self.relayed = self.dials = self.seeks = 0
 
     def __repr__(self) -> str:
         return (
@@ -213,4 +285,264 @@ class Discovery:
             dials=self.dials,
             remembered=len(self.seen),
             forgotten=self.seen.forgotten,
+            routes=self.routes.size(),
+            routes_dropped=self.routes.dropped,
+            seeks=self.seeks,
         )
+
+
+class Trickle:
+    """The periodic announcement's schedule: doubling while nothing changes."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = interval
+
+    def reset(self) -> None:
+        self._next = self.interval
+
+    def next_wait(self) -> float:
+        """How long until the next periodic announcement; doubles the one after."""
+        wait = self._next
+        self._next = min(wait * 2, self.interval * TRICKLE_LIMIT)
+        return wait
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The smallest member of a topic one knows of, and how far away it is."""
+
+    member: str
+    node_id: str
+    host: str
+    port: int
+    distance: int
+
+    def key(self) -> tuple[str, int]:
+        return (self.member, self.distance)
+
+
+def parse_routes(entries: list[Any]) -> list[tuple[str, Route | None]]:
+    """The entries of a ROUTES frame, checked: (topic, route or None)."""
+    parsed: list[tuple[str, Route | None]] = []
+    for entry in entries:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 6
+            and all(isinstance(field, str) for field in entry[:4])
+            and all(type(field) is int for field in entry[4:])
+            and entry[0]
+        ):
+            raise ProtocolError(f"a malformed route entry: {entry!r:.80}")
+        topic, member, node_id, host, port, distance = entry
+        if distance < 0:
+            parsed.append((topic, None))
+        elif not member:
+            raise ProtocolError("a route entry without a member")
+        else:
+            parsed.append((topic, Route(member, node_id, host, port, distance)))
+    return parsed
+
+
+def _pick(top: list[tuple[Route, str | None]], excluding: str | None) -> Route | None:
+    for route, neighbour in top:
+        if neighbour is None or neighbour != excluding:
+            return route
+    return None
+
+
+def route_entry(topic: str, route: Route | None) -> list[object]:
+    if route is None:
+        return [topic, "", "", "", 0, -1]
+    return [topic, route.member, route.node_id, route.host, route.port, route.distance]
+
+
+class Routes:
+    """Topic routes: per overlay neighbour, what it told us and what we told it.
+
+    See the module essay. The node says which links are overlay neighbours,
+    passes on what they send, and sends what :meth:`flush` returns.
+    """
+
+    def __init__(self, name: str, *, reach: int, capacity: int) -> None:
+        self.name = name
+        self.reach = reach
+        self.capacity = capacity
+        self.own: Route | None = None
+        self.topics: dict[str, None] = {}
+        self._heard: dict[str, dict[str, Route]] = {}
+        self._told: dict[str, dict[str, Route]] = {}
+        self._dirty: dict[str, None] = {}
+        # Neighbours owed the whole table; True: even an empty one, to clear
+        # what they may still hold from before a reconnection.
+        self._fresh: dict[str, bool] = {}
+        self._chosen: dict[str, Route] = {}
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Routes {self.name} neighbours={len(self._heard)} routes={self.size()}>"
+        )
+
+    def size(self) -> int:
+        return sum(len(table) for table in self._heard.values())
+
+    def neighbour(self, name: str) -> bool:
+        return name in self._heard
+
+    @property
+    def pending(self) -> bool:
+        """Whether a flush would have something to look at."""
+        return bool(self._dirty or self._fresh)
+
+    def set_own(self, contact: Route | None, topics: Iterable[str]) -> None:
+        """This node's address (distance 0) and topics."""
+        wanted = dict.fromkeys(sorted(topics))
+        for topic in itertools.chain(self.topics, wanted):
+            if (topic in self.topics) != (topic in wanted) or contact != self.own:
+                self._dirty[topic] = None
+        self.own, self.topics = contact, wanted
+
+    def add_neighbour(self, name: str) -> None:
+        if name not in self._heard:
+            self._heard[name] = {}
+            self._told[name] = {}
+            self._fresh[name] = False
+
+    def resync(self, name: str) -> None:
+        """Send ``name`` the whole table at the next flush (it may have lost some)."""
+        if name in self._heard:
+            self._told[name] = {}
+            self._fresh[name] = True
+
+    def remove_neighbour(self, name: str) -> None:
+        heard = self._heard.pop(name, {})
+        self._told.pop(name, None)
+        self._fresh.pop(name, None)
+        self._dirty.update(dict.fromkeys(heard))
+
+    def receive(
+        self, neighbour: str, whole: bool, entries: list[tuple[str, Route | None]]
+    ) -> None:
+        """Take what an overlay neighbour says (``whole``: its entire table)."""
+        heard = self._heard.get(neighbour)
+        if heard is None:
+            return  # not (or no longer) an overlay link: its routes are not ours
+        if whole:
+            self._dirty.update(dict.fromkeys(heard))
+            heard.clear()
+        for topic, route in entries:
+            if route is None:
+                if heard.pop(topic, None) is not None:
+                    self._dirty[topic] = None
+            elif topic not in heard and len(heard) >= self.capacity:
+                self.dropped += 1  # full: bounded memory wins over reach
+            elif heard.get(topic) != route:
+                heard[topic] = route
+                self._dirty[topic] = None
+
+    def best(self, topic: str, excluding: str | None = None) -> Route | None:
+        """The smallest member of ``topic`` known, not counting ``excluding``'s word.
+
+        Among equal names the nearest wins; routes past the reach are unknown.
+        """
+        return _pick(self._top_two(topic), excluding)
+
+    def _top_two(self, topic: str) -> list[tuple[Route, str | None]]:
+        """The two best routes for ``topic`` and who told them (None: our own).
+
+        Two suffice: the best one not told by a given neighbour is one of
+        them. This keeps a flush linear in the number of neighbours.
+        """
+        # (member, distance, neighbour, route) of the two best, best first.
+        first: tuple[str, int, str, Route] | None = None
+        second: tuple[str, int, str, Route] | None = None
+        for neighbour, heard in self._heard.items():
+            route = heard.get(topic)
+            if route is None or route.distance >= self.reach:
+                continue
+            if route.member == self.name:
+                continue  # our own route come back around a cycle
+            key = (route.member, route.distance, neighbour, route)
+            if first is None or key[:2] < first[:2]:
+                first, second = key, first
+            elif second is None or key[:2] < second[:2]:
+                second = key
+        top: list[tuple[Route, str | None]] = []
+        if topic in self.topics and self.own is not None:
+            top.append((self.own, None))
+        for found in (first, second):
+            if found is not None and len(top) < 2:
+                member, distance, neighbour, route = found
+                if top and (member, distance + 1) >= top[0][0].key():
+                    continue  # our own route is better (and never excluded)
+                hop = Route(member, route.node_id, route.host, route.port, distance + 1)
+                top.append((hop, neighbour))
+        top.sort(key=lambda entry: entry[0].key())
+        return top
+
+    def via(self, topic: str, member: str) -> str | None:
+        """The neighbour whose route for ``topic`` leads nearest to ``member``."""
+        found: tuple[int, str] | None = None
+        for neighbour, heard in self._heard.items():
+            route = heard.get(topic)
+            if route is None or route.member != member:
+                continue
+            if found is None or route.distance < found[0]:
+                found = (route.distance, neighbour)
+        return None if found is None else found[1]
+
+    def flush(
+        self,
+    ) -> tuple[list[tuple[str, bool, list[list[object]]]], dict[str, Route]]:
+        """What to send to whom, and the new smallest members of our own topics.
+
+        Returns ``[(neighbour, whole table?, entries), ...]`` (a neighbour with
+        nothing new is left out) and ``{topic: route}`` for each of this
+        node's topics whose smallest known member changed to someone else.
+        """
+        dirty, self._dirty = self._dirty, {}
+        fresh, self._fresh = self._fresh, {}
+        everything: dict[str, None] = dict.fromkeys(self.topics)
+        if fresh:
+            for heard in self._heard.values():
+                everything.update(dict.fromkeys(heard))
+        out: list[tuple[str, bool, list[list[object]]]] = []
+        todo = dict(everything) if fresh else {}
+        todo.update(dirty)
+        tops = {topic: self._top_two(topic) for topic in todo}
+        for neighbour in self._heard:
+            told = self._told.setdefault(neighbour, {})
+            whole = neighbour in fresh
+            entries: list[list[object]] = []
+            for topic in everything if whole else dirty:
+                route = _pick(tops[topic], neighbour)
+                if route is not None and route.distance >= self.reach:
+                    route = None  # a hop further would be past the reach
+                if route == told.get(topic):
+                    continue
+                if route is None:
+                    told.pop(topic, None)
+                    if whole:
+                        continue
+                else:
+                    told[topic] = route
+                entries.append(route_entry(topic, route))
+            if entries or fresh.get(neighbour):
+                out.append((neighbour, whole, entries))
+        news: dict[str, Route] = {}
+        for topic in self.topics:
+            if topic not in dirty and not fresh:
+                continue
+            route = _pick(tops[topic], None)
+            previous = self._chosen.get(topic)
+            if route is None or route.member == self.name:
+                self._chosen.pop(topic, None)
+                continue
+            self._chosen[topic] = route
+            if previous is None or (previous.member, previous.node_id) != (
+                route.member,
+                route.node_id,
+            ):
+                news[topic] = route
+        return out, news

@@ -341,6 +341,17 @@ class Settings:
             "first; 4096 covers a flood of a thousand nodes with room to spare.",
         ),
     )
+    discovery_reach: int = field(
+        default=32,
+        metadata=_about(
+            _AT_LEAST_ONE,
+            "Overlay hops over which a node learns, for each topic, the topic's "
+            "smallest-named member (topic routes, see chaski_actors.discovery). "
+            "Members this close to it always pair, however far the floods reach. "
+            "Above the diameter of a random 1000-node tree (about 25 hops); also "
+            "bounds how long a withdrawn route echoes around a cycle. Arbitrary.",
+        ),
+    )
     propagation_ttl: int = field(
         default=0,
         metadata=_about(

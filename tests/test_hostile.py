@@ -23,7 +23,7 @@ from pki import Pki
 
 from chaski_actors import Node, ProtocolError
 from chaski_actors.codec import FrameDecoder, encode_frame
-from chaski_actors.discovery import Announcement, Discovery
+from chaski_actors.discovery import Announcement, Discovery, Routes, parse_routes
 from chaski_actors.enrolment import (
     ENROLMENT_MAX_FRAME,
     ISSUED,
@@ -243,6 +243,30 @@ def test_discovery(announcements: list[tuple[str, int, int]]) -> None:
         if relay is not None:
             assert relay.ttl == ttl - 1 and new
         discovery.wants(announcement, ["t"], linked=False)
+
+
+route_entries = st.lists(
+    st.lists(st.text(max_size=2) | st.integers(-2, 40), min_size=5, max_size=7)
+    | values,
+    max_size=6,
+)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["p", "q"]), st.booleans(), route_entries)))
+def test_topic_routes(frames: list[tuple[str, bool, list[object]]]) -> None:
+    routes = Routes("me", reach=8, capacity=4)
+    routes.add_neighbour("p")
+    routes.add_neighbour("q")
+    for neighbour, whole, entries in frames:
+        try:
+            routes.receive(neighbour, whole, parse_routes(entries))
+        except ProtocolError:
+            continue
+        out, _news = routes.flush()
+        for _to, _whole, told in out:
+            assert all(-1 <= entry[5] < 8 for entry in told)  # type: ignore[operator]
+        assert routes.size() <= 8
 
 
 @st.composite
