@@ -336,7 +336,7 @@ class Link:
         """Keep what is sent from now on for a batch at the end of the turn."""
         self._corked = True
         self._open = self.ready and not self.closed
-        self.node.runtime.call_later(0.0, self._uncork)
+        self.node.runtime.call_soon(self._uncork)
 
     def _uncork(self) -> None:
         self._corked = self._open = False
