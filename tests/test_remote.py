@@ -622,3 +622,41 @@ def test_a_plain_method_raising_cancellation_does_not_end_the_link(
 
     remote_type, total, running = backend.run(main)
     assert remote_type == "CancelledError" and (total, running) == (2, 0)
+
+
+def test_a_caller_whose_send_must_wait_still_keeps_its_deadline(
+    backend: Backend,
+) -> None:
+    # Room for one unacknowledged frame on the caller's side: every call
+    # after the first waits in the link's send for the callee's
+    # acknowledgement, at least a round trip.
+    settings = Settings().replace(send_buffer_frames=1)
+
+    async def main(net: Any) -> tuple[list[Any], int, int]:
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(
+                Node(net.runtime("a"), "a", settings=settings)
+            )
+            b = await stack.enter_async_context(Node(net.runtime("b"), "b"))
+            owner = Remote(b)
+            owner.register("counter", Counter(b.runtime), expose=EXPOSE)
+            caller = Remote(a)
+            await a.connect(*b.address)
+            proxy = await caller.proxy("b", "counter")
+            runtime = caller.runtime
+            calls = [runtime.spawn(proxy.echo(i), name=f"c{i}") for i in range(6)]
+            await runtime.sleep(0)  # the calls above fill the send buffer
+            with pytest.raises(RemoteTimeoutError):
+                # Over before any acknowledgement can make room for it.
+                await caller.request(
+                    "b", "call", "counter", ("echo",), args=("late",), timeout=0.0
+                )
+            results = [await task for task in calls]
+            return (
+                results,
+                caller.statistics().pending_out,
+                caller.statistics().timeouts,
+            )
+
+    results, pending, timeouts = backend.run(main)
+    assert results == list(range(6)) and pending == 0 and timeouts == 1
