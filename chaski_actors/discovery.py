@@ -79,10 +79,25 @@ that waits twice as long as the one before, up to eight times the
 interval. Any change starts the schedule again. A network at rest thus
 announces ever more rarely, while a change is announced at once.
 
+Measured (``python -m bench.bench_links``, sim; a random tree overlay, each
+node in one of N / 10 topics, default settings). Every pair sharing a topic
+linked after 0.2, 1.9 and 3.2 simulated seconds for N = 10, 100 and 1000,
+with 435, 7,281 and 58,235 ANNOUNCE frames (floods and introductions), 18,
+914 and 18,189 ROUTES frames and 0, 423 and 9,560 SEEK frames. Before the
+routes, N = 100 took 30.4 s (its last pairs waited for the periodic
+announcement) and N = 1000 never converged with a ttl of 4; a ttl of 12
+converged in 2.0 s at a cost of 9.0 million frames. On the 200-node
+heartbeat overlay of ``bench/simulated.py`` the first 30 s now cost 3,805
+ANNOUNCE and 9,491 ROUTES frames beside 24,000 deliveries, where there were
+44,826 ANNOUNCE frames before.
+
 This module keeps the state and makes the decisions; the node sends the
 frames and opens the connections.
 
-Known shortcomings. Convergence is certain only for members within
+Known shortcomings. Routes cost grows with topics times overlay links: a
+node learns a route for every topic within reach, even one that no other
+node subscribes to (a topic per node, as in the heartbeat overlay above).
+Convergence is certain only for members within
 ``discovery_reach`` overlay hops (32 by default) of their topic's smallest
 member; farther ones rely on the floods and meet only if some chain of
 members within ``ttl`` hops of each other joins them. A member whose dial

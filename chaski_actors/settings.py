@@ -229,12 +229,14 @@ class Settings:
         ),
     )
     discovery_ttl: int = field(
-        default=4,
+        default=2,
         metadata=_about(
             _AT_LEAST_ONE,
-            "Hops a discovery announcement travels before it is dropped. Reaches "
-            "nodes up to four links away while bounding the flood; arbitrary, raise "
-            "it for networks of larger diameter.",
+            "Hops a discovery announcement travels past its topic's members before "
+            "it is dropped. Floods only speed up pairing nearby: topic routes "
+            "(discovery_reach) find members however far apart. 2 found as fast as 4 "
+            "on 100- and 1000-node trees, and cost a ninth of the flood frames on a "
+            "200-node 4-regular overlay; arbitrary.",
         ),
     )
 

@@ -29,7 +29,7 @@ def test_members_farther_apart_than_the_ttl_pair_through_topic_routes(
     backend: Backend,
 ) -> None:
     # A line of twelve: the two ends share a topic, eleven hops apart, far
-    # beyond the default ttl of 4 and with no member between them. Floods
+    # beyond the default ttl of 2 and with no member between them. Floods
     # cannot bring them together; the topic route does. n11 learns that n00
     # is the topic's smallest member, seeks it, and n00 dials.
     graph = _line(12)
@@ -168,7 +168,7 @@ def test_a_malformed_route_entry_is_a_protocol_error(entry: Any) -> None:
 def test_discovery_converges_at_a_thousand_nodes_with_the_defaults() -> None:
     # Issue 3 asks for N up to 1000 in sim: a random tree of 1000 hosts, each
     # node in one of 100 topics (about ten members each, mostly more than the
-    # default ttl of 4 hops apart). Keep-alives are slowed, as in
+    # default ttl of 2 hops apart). Keep-alives are slowed, as in
     # bench/bench_links.py, because they are most of an idle network's
     # events and play no part here; every discovery setting is the default.
     n = 1000
