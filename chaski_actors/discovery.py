@@ -100,10 +100,11 @@ node subscribes to (a topic per node, as in the heartbeat overlay above).
 Convergence is certain only for members within
 ``discovery_reach`` overlay hops (32 by default) of their topic's smallest
 member; farther ones rely on the floods and meet only if some chain of
-members within ``ttl`` hops of each other joins them. A member whose dial
-to the smallest member failed, or whose link to it closed for good, seeks
-it again only when the route changes; until then it relies on the
-periodic announcements. A forwarded message whose id has been pushed out of
+members within ``ttl`` hops of each other joins them. A member whose link
+to the smallest member closed for good seeks it again at once; but if a
+SEEK is lost, or the dial that answers it fails, the member seeks again
+only when the route changes, relying until then on the periodic
+announcements. A forwarded message whose id has been pushed out of
 the bounded memory by ``discovery_memory`` newer ones would be delivered
 again if a copy arrived that late.
 """
@@ -435,6 +436,14 @@ class Routes:
         self._told.pop(name, None)
         self._fresh.pop(name, None)
         self._dirty.update(dict.fromkeys(heard))
+
+    def forget_member(self, member: str) -> None:
+        """Our link to ``member`` closed: report it again as news if it is
+        still a topic's smallest member at the next flush."""
+        for topic, route in list(self._chosen.items()):
+            if route.member == member:
+                del self._chosen[topic]
+                self._dirty[topic] = None
 
     def receive(
         self, neighbour: str, whole: bool, entries: list[tuple[str, Route | None]]

@@ -1184,6 +1184,9 @@ class Node:
     def _routes_link_closed(self, link: Link, reason: str) -> None:
         if self.links.get(link.peer.name) is None:
             self.discovery.routes.remove_neighbour(link.peer.name)
+            # If it was a topic's smallest member, seek it again at the next
+            # flush (it may have restarted, or be reachable once more).
+            self.discovery.routes.forget_member(link.peer.name)
             self._routes_soon()
 
     def _seek(self, topic: str, route: Route) -> None:

@@ -133,6 +133,9 @@ def test_topic_routes_name_the_smallest_member_with_split_horizon() -> None:
     assert out == [("c", False, [["t", "a0", "id", "h", 9, 2]])]
     assert news == {"t": Route("a0", "id", "h", 9, 2)}
     assert b.via("t", "a0") == "a"
+    # The link to a0 closed: at the next flush a0 is news again (seek anew).
+    b.forget_member("a0")
+    assert b.flush() == ([], {"t": Route("a0", "id", "h", 9, 2)})
     # Past the reach: a route of 3 hops is not passed on further.
     b.receive("a", False, parse_routes([["u", "z", "id", "h", 9, 2]]))
     assert b.flush()[0] == []
