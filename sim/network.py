@@ -20,13 +20,15 @@ a sampled latency plus jitter. So queues build up where traffic converges,
 as on a real network.
 
 The whole path is worked out when the packet is sent, in one step, which
-costs one simpy event per packet instead of one per hop. The price is that a
+costs one scheduled arrival per packet instead of one per hop. The price is that a
 packet reserves a busy link in the order packets were *sent*, not the order
 they *reach* that link; this only matters for multi-hop paths that cross
 other traffic, and only by a serialisation time.
 
 Streams behave like TCP. Segments of one connection arrive in order (a
-segment never overtakes the one before it, whatever the jitter). A loss is
+segment never overtakes the one before it, whatever the jitter); a read
+returns everything that has arrived, up to its limit, in one piece, so a
+burst costs the reader one wake-up. A loss is
 repaired by a retransmission and so shows up as delay: one retransmission
 timeout (at least 200 ms, as Linux uses, doubling with each further loss)
 per lost copy, added to the segment's arrival and not to the queues of the
