@@ -17,7 +17,10 @@ cancel and a new timer per frame); instead a timer that fires checks the
 time of the last activity and, if there was some, arms itself again for the
 new due time. So an active link costs one timer event per interval, and an
 idle one a heartbeat per interval. A bare acknowledgement is also due on a
-timer (``ack_delay_s``) unless outgoing data carried it first.
+timer (``ack_delay_s``, by default a quarter of the keep-alive interval) unless
+outgoing data or a heartbeat carried it first, and at once when a quarter
+of the peer's send buffer (its hello says how large) has arrived
+unacknowledged, so a sender that waits for room never waits on the timer.
 
 The frames that timers or the reader want sent (heartbeats,
 acknowledgements, pongs) go out from one short task per link at a time
@@ -74,7 +77,8 @@ __all__ = ["Link"]
 
 # Acknowledge at the latest when a quarter of the peer's send buffer has
 # arrived unacknowledged, so that a sender under the "wait" rule never
-# stalls for want of an acknowledgement while data flows.
+# stalls for want of an acknowledgement while data flows, however long the
+# ack timer (ack_delay_s) is.
 _ACK_FRACTION = 4
 
 # Pongs waiting to be sent; a peer pinging faster than we can answer loses
@@ -434,8 +438,23 @@ class Link:
 
     # -- connections -----------------------------------------------------------
 
-    def attach(self, stream: Stream, protocol: LinkProtocol, peer: PeerInfo) -> None:
-        """Make a handshaken connection the link's current one (not yet ready)."""
+    def attach(
+        self,
+        stream: Stream,
+        protocol: LinkProtocol,
+        peer: PeerInfo,
+        *,
+        peer_buffer: int = 0,
+    ) -> None:
+        """Make a handshaken connection the link's current one (not yet ready).
+
+        ``peer_buffer`` is the peer's send buffer in frames, from its hello
+        (0 if it did not say): the smaller of the two buffers sets how many
+        received frames may wait for an acknowledgement.
+        """
+        own = self.node.settings.send_buffer_frames
+        window = min(own, peer_buffer) if peer_buffer else own
+        self._ack_every = max(1, window // _ACK_FRACTION)
         self.stream = stream
         self.protocol = protocol
         self.peer = peer

@@ -18,9 +18,11 @@ before answering, because its answer depends on who is calling: whether it
 still holds a session with that very incarnation of the peer, and so
 whether the new connection continues that session or starts afresh (see
 the session essay). Both hellos carry, in their options, what their sender
-has received in order (``received``) and what it no longer holds
-(``base``); the dialler's also names the incarnation it expects to reach
-(``peer_id``), and the acceptor's answers whether the session continues.
+has received in order (``received``), what it no longer holds (``base``)
+and how many frames it may send unacknowledged (``buffer``, so that the
+receiver acknowledges before that buffer fills); the dialler's also names
+the incarnation it expects to reach (``peer_id``), and the acceptor's
+answers whether the session continues.
 
 Failures
 --------
@@ -506,6 +508,9 @@ class Node:
         pairing: bool = False,
     ) -> None:
         options = self._hello_options()
+        # How many frames we may send unacknowledged, so that the peer
+        # acknowledges before our send buffer fills (Link.attach).
+        options["buffer"] = self.settings.send_buffer_frames
         if pairing:
             options["pairing"] = True
         if link is not None:
@@ -617,7 +622,7 @@ class Node:
         peer = hello.peer_info()
         if link.peer.datagram_address is not None:
             self._datagram_peers.pop(link.peer.datagram_address, None)
-        link.attach(stream, protocol, peer)
+        link.attach(stream, protocol, peer, peer_buffer=hello.buffer)
         if peer.datagram_address is not None:
             self._datagram_peers[peer.datagram_address] = peer.name
         backlog = link.session.resume(
@@ -1515,6 +1520,7 @@ class _Hello:
     base: int
     continued: bool
     pairing: bool = False
+    buffer: int = 0  # the peer's send_buffer_frames; 0 if it did not say
 
     @classmethod
     def parse(cls, frame: Frame) -> _Hello:
@@ -1542,6 +1548,7 @@ class _Hello:
             number("base"),
             options.get("continued") is True,
             options.get("pairing") is True,
+            number("buffer"),
         )
 
     def peer_info(self) -> PeerInfo:

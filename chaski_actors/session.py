@@ -35,7 +35,7 @@ sense of (a restarted peer numbers from 1 again).
 Acknowledgements are cumulative. ``ack = n`` says "everything up to n has
 arrived", so one lost acknowledgement is repaired by the next, and the
 receiver need not acknowledge every frame: the node sends a bare ``ACK``
-only when :attr:`Session.ack_owed` reaches a threshold or a short timer
+only when :attr:`Session.ack_owed` reaches a threshold or a timer
 runs out, whichever is first.
 
 The send buffer

@@ -306,13 +306,15 @@ class Settings:
 
     # -- links: sessions, keep-alive, discovery (chaski_actors.session) -----
     ack_delay_s: float = field(
-        default=0.04,
+        default=0.25,
         metadata=_about(
             _POSITIVE,
             "Longest a received reliable frame waits for its acknowledgement to ride "
-            "on outgoing data before a bare ACK is sent. 40 ms is Linux's shortest "
-            "delayed-ACK timer: short against any keep-alive, long enough to coalesce "
-            "a burst into one acknowledgement.",
+            "on outgoing data before a bare ACK is sent. A quarter of the keep-alive "
+            "interval: links that carry data both ways at 4 Hz or more never send a "
+            "bare ACK, one-way links send four a second. Nobody waits on it: a "
+            "sender under 'wait' is acknowledged as soon as a quarter of its send "
+            "buffer has arrived, whatever this delay.",
         ),
     )
     session_linger_s: float = field(
