@@ -1,7 +1,8 @@
 """Figures for links: discovery, failure detection and resumption, in ``sim``.
 
 Run ``python -m bench.bench_links`` (``--quick`` for small sizes); the
-results go to ``bench/results_links.json``. Everything runs on the simulated
+results go to ``bench/results_links.json`` and, as tables, to
+``bench/RESULTS_links.md``. Everything runs on the simulated
 backend, so the times are simulated seconds, exact and repeatable from the
 seed; the wall-clock time each run took is reported beside it.
 
@@ -63,6 +64,7 @@ from chaski_actors.sim.harness import run_sim
 from chaski_actors.testing import eventually
 
 __all__ = [
+    "render_markdown",
     "run_convergence",
     "run_detection",
     "run_idle_cost",
@@ -70,6 +72,7 @@ __all__ = [
 ]
 
 RESULTS = Path(__file__).with_name("results_links.json")
+TABLES = Path(__file__).with_name("RESULTS_links.md")
 
 
 # -- discovery convergence ----------------------------------------------------
@@ -324,6 +327,117 @@ def run_phi_against_timeout(
     }
 
 
+# -- the tables the docs show ----------------------------------------------------
+
+
+def _seconds(value: float | None) -> str:
+    return "not within the horizon" if value is None else f"{value:.2f}"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The figures of ``results_links.json`` as the tables of RESULTS_links.md."""
+    out = [
+        "# Link figures",
+        "",
+        "Made by `python -m bench.bench_links` on the simulated backend: times",
+        "are simulated seconds, exact for the seed; how each figure is measured",
+        "is written at the top of `bench/bench_links.py`.",
+    ]
+    if results.get("convergence"):
+        out += [
+            "",
+            "## Discovery convergence against N",
+            "",
+            "Each node subscribes to one of N / 10 topics and joins through its",
+            "parent on a random tree; converged means every pair that shares a",
+            "topic is linked directly. Default discovery settings.",
+            "",
+            "| N | pairs | 50 % (s) | 90 % (s) | 99 % (s) | all (s) "
+            "| discovery frames | all frames | wall (s) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["convergence"]:
+            discovery = sum(
+                row[key] for key in ("announce_frames", "route_frames", "seek_frames")
+            )
+            out.append(
+                f"| {row['n']:,} | {row['pairs']:,} | {_seconds(row['half_s'])} "
+                f"| {_seconds(row['p90_s'])} | {_seconds(row['p99_s'])} "
+                f"| {_seconds(row['converged_s'])} | {discovery:,} "
+                f"| {row['frames']:,} | {row['wall_s']:.1f} |"
+            )
+    if results.get("detection"):
+        out += [
+            "",
+            "## Detecting a dead peer and resuming after the partition heals",
+            "",
+            "Median over the seeds, with min and max. A short partition heals",
+            "0.5 s after detection, a long one 30 s after, when the",
+            "reconnection backoff has grown.",
+            "",
+            "| keep-alive (s) | dead after (s) | partition | detected (s) "
+            "| resumed (s) |",
+            "|---:|---:|---|---|---|",
+        ]
+        groups: dict[tuple[float, float, str], list[dict[str, Any]]] = {}
+        for row in results["detection"]:
+            key = (
+                row["keepalive_interval_s"],
+                round(row["dead_after_s"], 6),
+                row["partition"],
+            )
+            groups.setdefault(key, []).append(row)
+        for (keepalive, dead_after, partition), rows in groups.items():
+            cells = []
+            for field in ("detected_s", "resumed_s"):
+                values = sorted(r[field] for r in rows)
+                median = values[len(values) // 2]
+                cells.append(f"{median:.3f} ({values[0]:.3f} to {values[-1]:.3f})")
+            out.append(
+                f"| {keepalive:g} | {dead_after:g} | {partition} "
+                f"| {cells[0]} | {cells[1]} |"
+            )
+    phi = results.get("phi_against_timeout")
+    if phi:
+        out += [
+            "",
+            "## Phi accrual against a fixed timeout",
+            "",
+            f"A {phi['trace_s']:g} s trace of heartbeats every "
+            f"{phi['keepalive_interval_s']:g} s over a link with "
+            f"{phi['link']['jitter_s'] * 1000:g} ms of jitter and "
+            f"{phi['link']['loss'] * 100:g} % loss. Each detector gets the "
+            "smallest setting that raises no false suspicion over the trace.",
+            "",
+            "| detector | setting | silence before declaring dead (s) |",
+            "|---|---:|---:|",
+            f"| fixed timeout | {phi['timeout_without_false_positive_s']:g} s "
+            f"| {phi['timeout_without_false_positive_s']:.3f} |",
+            f"| phi accrual | threshold "
+            f"{phi['phi_threshold_without_false_positive']:g} "
+            f"| {phi['phi_detection_silence_s']:.3f} |",
+        ]
+    idle = results.get("idle_cost")
+    if idle:
+        out += [
+            "",
+            "## What discovery costs an idle network",
+            "",
+            f"{idle['hosts']} nodes on a random 4-regular graph, "
+            f"{idle['simulated_s']:g} simulated seconds: "
+            f"{idle['delivered']:,} messages delivered, "
+            f"{idle['announce_frames']:,} announcement, "
+            f"{idle['route_frames']:,} route and {idle['seek_frames']:,} seek "
+            "frames sent.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _save(results: dict[str, Any]) -> None:
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    TABLES.write_text(render_markdown(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
@@ -340,14 +454,14 @@ def main() -> None:
     if args.only in (None, "idle"):
         results["idle_cost"] = run_idle_cost()
         print(results["idle_cost"], flush=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        _save(results)
     if args.only in (None, "convergence"):
         results["convergence"] = []
         # Largest last, saving after each size: N = 1000 takes a while.
         for n in sizes:
             results["convergence"].append(run_convergence(n))
             print(results["convergence"][-1], flush=True)
-            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+            _save(results)
     if args.only not in (None, "detection"):
         return
     results["detection"] = []
@@ -362,7 +476,7 @@ def main() -> None:
         seconds=120.0 if args.quick else 600.0
     )
     print(results["phi_against_timeout"], flush=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    _save(results)
 
 
 if __name__ == "__main__":
