@@ -32,7 +32,7 @@ from chaski_actors.enrolment import (
     serve_enrolment,
 )
 from chaski_actors.errors import ConfigError, ConnectError, ProtocolError
-from chaski_actors.log import configure_logging, node_logger
+from chaski_actors.log import node_logger
 from chaski_actors.node import Node
 from chaski_actors.runtime import TlsConfig
 
@@ -82,7 +82,12 @@ def register(sub: Any) -> None:
         metavar="S",
         help="seconds between fetches (default 300)",
     )
-    node.set_defaults(command=_cmd_node)
+    node.set_defaults(
+        # Logging what it does is the point of this command, so it says more
+        # than the others unless told otherwise.
+        command=_cmd_node,
+        quiet_below="INFO",
+    )
 
 
 def _register_ca(sub: Any) -> None:
@@ -217,10 +222,6 @@ def _cmd_node(args: argparse.Namespace) -> int:
     host, port = _address(args.listen)
     tls = TlsConfig.from_directory(args.tls_dir, args.name) if args.tls_dir else None
     peers = [_address(text) for text in args.connect]
-    if args.log_level == "WARNING":
-        # Logging what it does is the point of this command, so it says more
-        # than the others unless told otherwise.
-        configure_logging("INFO")
 
     async def run(runtime: RealRuntime, stopped: asyncio.Event) -> None:
         async with Node(runtime, args.name, host=host, port=port, tls=tls) as node:
