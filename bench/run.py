@@ -249,7 +249,7 @@ def _bind(
 
 
 def _compare(results: Results) -> None:
-    """The ratios the issue sets targets for, plus the informative ones."""
+    """The ratios the project sets itself targets for, and informative ones."""
     for figure in results.figures:
         if figure.subject != "chaski":
             continue

@@ -169,9 +169,9 @@ def test_a_malformed_route_entry_is_a_protocol_error(entry: Any) -> None:
 
 
 def test_discovery_converges_at_a_thousand_nodes_with_the_defaults() -> None:
-    # Issue 3 asks for N up to 1000 in sim: a random tree of 1000 hosts, each
-    # node in one of 100 topics (about ten members each, mostly more than the
-    # default ttl of 2 hops apart). Keep-alives are slowed, as in
+    # Convergence is promised up to N = 1000 in sim: a random tree of 1000
+    # hosts, each node in one of 100 topics (about ten members each, mostly
+    # more than the default ttl of 2 hops apart). Keep-alives are slowed, as in
     # bench/bench_links.py, because they are most of an idle network's
     # events and play no part here; every discovery setting is the default.
     n = 1000
