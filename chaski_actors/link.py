@@ -31,19 +31,18 @@ windows.
 Batches and ordering
 --------------------
 Reliable frames leave in numbered frames that may carry many of them (see
-:mod:`chaski_actors.protocol`). A reliable frame is numbered and written at
-once, so a lone request or reply is not delayed, unless the link wrote one
-very recently (``_CORK_WINDOW_S``, a tenth of a millisecond; on the
-simulated backend, the same instant): a busy sender. The link is then
-corked until the turn of the event loop ends, and what is sent meanwhile
-gathers in a batch that goes out as one numbered frame when the turn ends,
-or as soon as it holds ``_BATCH_FRAMES`` frames or ``_BATCH_BYTES`` bytes.
-A sender that is not busy costs no timer per frame. A sender that finds
-the batch full waits until the frame being written has left, so the batch
-bounds what a link holds beyond its send buffer. The frames of an open
-batch count against the send buffer's bound as if they were already in it;
-once the buffer is full, frames go one by one, so that ``drop-oldest``
-drops what it must and no more.
+:mod:`chaski_actors.protocol`). The first reliable frame of a turn of the
+event loop is numbered and written at once, so a lone request or reply is
+never delayed. That write corks the link until the turn ends (one
+:meth:`Runtime.call_soon`), and what is sent meanwhile gathers in a batch
+that goes out as one numbered frame when the turn ends, or as soon as it
+holds ``_BATCH_FRAMES`` frames or ``_BATCH_BYTES`` bytes. A sender costs
+no timer per frame, only one callback per turn in which it sent. A sender
+that finds the batch full waits until the frame being written has left, so
+the batch bounds what a link holds beyond its send buffer. The frames of an
+open batch count against the send buffer's bound as if they were already
+in it; once the buffer is full, frames go one by one, so that
+``drop-oldest`` drops what it must and no more.
 
 Numbered frames must leave in the order of their numbers. One writer at a
 time (a flag, not a lock: the other senders leave their frames in the batch
@@ -95,13 +94,6 @@ _EPSILON = 1e-9
 _BATCH_FRAMES = 256
 _BATCH_BYTES = 1 << 16
 
-# A sender that sends again within this time of its last numbered write
-# is busy: what it sends next waits for the end of the loop's turn, to go
-# as one batch. One that sends less often has every frame written at once,
-# with no timer. Arbitrary: long against the microseconds a busy sender
-# spends per frame, short against any network's delay.
-_CORK_WINDOW_S = 1e-4
-
 # What a numbered frame adds around its frames, at most: the array of four,
 # SEQ, two 64-bit numbers and a 32-bit array header.
 _NUMBERED_OVERHEAD = 1 + 1 + 9 + 9 + 5
@@ -150,7 +142,6 @@ class Link:
         self._corked = False
         # Corked, ready and not closed: a batch may take frames (offer).
         self._open = False
-        self._last_write = -1.0
         self._flusher: Task[None] | None = None
         largest = node.settings.max_frame_size - _NUMBERED_OVERHEAD
         self._largest_item = largest
@@ -297,9 +288,9 @@ class Link:
         if self.session.held + len(self._batch) <= self.session.capacity:
             if self._corked:
                 return
-            if self.node.runtime.now() - self._last_write <= _CORK_WINDOW_S:
-                self._cork()
-                return
+            # The turn's first frame leaves now; what follows in the same
+            # turn gathers for one batch at its end.
+            self._cork()
         await self._write_batches()
 
     async def _wait_for_room(self) -> None:
@@ -315,7 +306,6 @@ class Link:
         try:
             while self._batch and self.ready and self.stream is stream:
                 frame = self._number(self._take_batch(), self.session.envelope_ack())
-                self._last_write = self.node.runtime.now()
                 await self._write(stream, frame)
         finally:
             self._writing = False
