@@ -700,7 +700,12 @@ class Node:
                 if link.stream is stream:
                     link.count_in(data, len(frames))
                 for frame in frames:
-                    await self._dispatch(link, frame)
+                    if frame.kind == SEQ:
+                        # Nearly every frame: straight there, a call fewer.
+                        fields = frame.fields
+                        await self._numbered(link, fields[0], fields[1], fields[2])
+                    else:
+                        await self._dispatch(link, frame)
                 if error is not None:
                     raise error
                 if protocol.state is LinkState.CLOSED:
@@ -792,8 +797,9 @@ class Node:
         current = None
         for _, topic, data, sent_at in items:
             if topic != current:
-                await self._deliver_run(run)
-                run = []
+                if run:
+                    await self._deliver_run(run)
+                    run = []
                 current = topic
             run.append(_new_message(Message, (topic, data, source, sent_at, now)))
         await self._deliver_run(run)
@@ -821,7 +827,7 @@ class Node:
         sink = self._sinks.get(topic)
         if sink is not None:
             await sink(run)
-        elif not self.inbox.closed:
+        elif not self.inbox.closed and not self.inbox.offer_many(run):
             await self.inbox.put_many(run)
 
     # -- failures and reconnection ---------------------------------------------

@@ -172,6 +172,28 @@ class Queue(Generic[T]):
                 await self._park(self._putters)
         return self.put_nowait(item)
 
+    def offer_many(self, items: list[T]) -> bool:
+        """Add ``items`` as :meth:`put_many` would, if that needs no wait.
+
+        True if the queue took them all; False, having done nothing, if it
+        is closed, full enough to make a ``wait`` queue wait, or not a
+        ``wait`` queue. The receive path tries this first: a call and an
+        ``await`` fewer per delivered frame when the consumer keeps up.
+        """
+        count = len(items)
+        if (
+            self._closed
+            or self._overflow != "wait"
+            or self._maxsize - len(self._items) < count
+        ):
+            return False
+        self._items.extend(items)
+        self._put += count
+        getters = self._getters
+        for _ in range(min(count, len(getters))):
+            self._wake(getters)
+        return True
+
     async def put_many(self, items: list[T]) -> int:
         """Add ``items`` in order, as :meth:`put` would add them one by one.
 

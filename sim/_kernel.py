@@ -361,7 +361,8 @@ class SimFuture(simpy.Event, Generic[T]):
 
     def _settled(self) -> None:
         if self.callbacks:
-            cast(Clock, self.env)._ready.append(self)
+            # The environment is always a Clock; no cast(), a call per wake-up.
+            self.env._ready.append(self)  # type: ignore[attr-defined]
         else:
             # Nobody waits: processed at once, with nothing to run. Whoever
             # awaits it later carries on at once, as with asyncio's futures.
@@ -376,7 +377,9 @@ class SimFuture(simpy.Event, Generic[T]):
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
-        return cast(T, (yield self))
+        # The value is what set_result() was given; no cast(), which is a
+        # function call per await.
+        return (yield self)  # type: ignore[return-value]
 
 
 class SimTask(Generic[T]):
