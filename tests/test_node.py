@@ -311,6 +311,32 @@ def test_a_batch_keeps_other_frames_in_their_place(backend: Backend) -> None:
     assert frames_out == 3 if backend.kind == "sim" else 3 <= frames_out <= 7
 
 
+def test_the_first_frame_of_each_turn_leaves_at_once(backend: Backend) -> None:
+    """A lone reliable frame is written when sent, however soon after another.
+
+    Only what follows it in the same turn waits for the batch, so a caller
+    that sends one request per turn never waits for the end of its turn.
+    """
+
+    async def main(net: Any) -> tuple[list[int], list[Any]]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            await eventually(a.runtime, lambda: "a" in b.links)
+            link = a.links["b"]
+            written = []
+            for n in range(3):
+                before = link.frames_out
+                await a.publish("t", n)
+                written.append(link.frames_out - before)
+                await a.runtime.sleep(0)  # the turn ends; the next one is at once
+            return written, [(await b.receive()).data for _ in range(3)]
+
+    written, received = backend.run(main)
+    assert written == [1, 1, 1]
+    assert received == [0, 1, 2]
+
+
 def test_a_goodbye_does_not_overtake_the_publishes_before_it(
     backend: Backend,
 ) -> None:
