@@ -82,6 +82,9 @@ def start_worker(role: str) -> None:
     # A subscriber that leaves first makes the publisher warn about frames
     # left unacknowledged: expected here, and noise in the benchmark's output.
     logging.getLogger("chaski").setLevel(logging.ERROR)
+    # The original Chaski's loggers, for the same reason.
+    for name in ("ChaskiNode", "ChaskiNodeEdge", "ChaskiNodeUDP", "ChaskiRemote"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     folder = os.environ.get("BENCH_PYSPY")
     if not folder:
         return

@@ -22,25 +22,38 @@ The subjects:
              msgpack frames ``[topic, payload]``, many frames per write, frames
              parsed out of large reads;
 ``pyzmq``    PUB/SUB with topic and payload in one frame, no high-water mark
-             (so nothing is dropped and the count is exact).
+             (so nothing is dropped and the count is exact);
+``chaski 0.1a5``  the original Chaski (``chaski-confluent``), the baseline the
+             project's performance targets are set against: a
+             ``ChaskiStreamer`` per process, ``push`` to a topic, messages read
+             from its ``message_stream``. Its publisher writes every message to
+             every connection and each subscriber filters by topic, so fan-out
+             works as it would in its users' programs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
+import os
 import struct
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgpack
 
 from ._procs import Workers, start_worker, use_uvloop
 from ._stats import Figure
 
-__all__ = ["Case", "available", "run_case"]
+__all__ = ["ORIGINAL", "Case", "available", "run_case"]
 
 TOPIC = "t"
+_T = TypeVar("_T")
+# The subject name of the original Chaski, as its release is named on PyPI.
+ORIGINAL = "chaski 0.1a5"
 _HEADER = struct.Struct(">I")
 # How many frames the raw publisher joins into one write: enough to make the
 # per-write cost vanish, few enough that the first bytes leave early.
@@ -128,6 +141,9 @@ def _publisher(case: Case, ports: list[int], done_q: Any, result_q: Any) -> None
         result_q.put(_zmq_publisher(case, ports, done_q))
     elif case.subject == "asyncio":
         result_q.put(asyncio.run(_raw_publisher(case, ports, done_q)))
+    elif case.subject == ORIGINAL:
+        result_q.put(_run_original(_original_publisher(case, ports, done_q)))
+        _leave(result_q)
     else:
         result_q.put(asyncio.run(_chaski_publisher(case, ports, done_q)))
 
@@ -140,6 +156,9 @@ def _subscriber(case: Case, index: int, ports_q: Any, done_q: Any) -> None:
         _zmq_subscriber(counter, ports_q)
     elif case.subject == "asyncio":
         asyncio.run(_raw_subscriber(counter, ports_q))
+    elif case.subject == ORIGINAL:
+        _run_original(_original_subscriber(counter, ports_q))
+        _leave(done_q)
     else:
         asyncio.run(_chaski_subscriber(counter, ports_q))
 
@@ -358,14 +377,104 @@ def _zmq_subscriber(counter: _Counter, ports_q: Any) -> None:
     context.term()
 
 
+# -- the original Chaski -----------------------------------------------------
+
+# Room for the 1->8 case: the original refuses connections beyond 5 by default.
+_ORIGINAL_CONNECTIONS = 16
+
+
+async def _original_node(name: str, subscriptions: list[str]) -> Any:
+    """A running ``ChaskiStreamer`` on a free loopback port."""
+    from chaski.streamer import ChaskiStreamer
+
+    node = ChaskiStreamer(
+        ip="127.0.0.1",
+        port=0,
+        name=name,
+        subscriptions=subscriptions,
+        max_connections=_ORIGINAL_CONNECTIONS,
+    )
+    # Its constructor starts the server as a task; wait until it listens.
+    while node.server is None:
+        await asyncio.sleep(0.01)
+    return node
+
+
+def _run_original(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` on a loop that is never closed: see :func:`_leave`."""
+    return asyncio.new_event_loop().run_until_complete(work)
+
+
+def _leave(*queues: Any) -> None:
+    """End an original Chaski's worker once ``queues`` have been flushed.
+
+    Its connection readers catch every exception, cancellation included, and
+    retry forever, so ``asyncio.run`` would wait on them at the end for good.
+    """
+    for q in queues:
+        q.close()
+        q.join_thread()
+    os._exit(0)
+
+
+async def _original_stop(node: Any) -> None:
+    # Its stop can wait on peers that are gone; the process ends regardless.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(node.stop(), timeout=2.0)
+
+
+async def _original_publisher(case: Case, ports: list[int], done_q: Any) -> list[float]:
+    rounds = _Rounds(case, done_q)
+    loop = asyncio.get_running_loop()
+    node = await _original_node("pub", [])
+    for port in ports:
+        await node.connect("127.0.0.1", port)
+    # A connection counts once the handshake is over; pushes go nowhere before.
+    while len(node.edges) < len(ports):
+        await asyncio.sleep(0.01)
+    warm: set[int] = set()
+    while not rounds.all_warm(warm):
+        await node.push(TOPIC, b"")
+        await asyncio.sleep(0.002)
+
+    rates = []
+    for _ in range(case.rounds + 1):
+        started = time.perf_counter()
+        for _ in range(case.messages):
+            await node.push(TOPIC, rounds.payload)
+        ended = await loop.run_in_executor(None, rounds.round_end)
+        rates.append(rounds.rate(started, ended))
+    await _original_stop(node)
+    return rates[1:]
+
+
+async def _original_subscriber(counter: _Counter, ports_q: Any) -> None:
+    node = await _original_node(f"sub{counter.index}", [TOPIC])
+    ports_q.put((counter.index, node.port))
+    async for message in node.message_stream():
+        counter.got(len(message.data))
+        if counter.finished:
+            break
+    await _original_stop(node)
+
+
 def available(subject: str) -> str | None:
     """Why ``subject`` cannot run here, or None if it can."""
-    modules: dict[str, str] = {"pyzmq": "zmq", "uvloop": "uvloop"}
+    modules: dict[str, str] = {
+        "pyzmq": "zmq",
+        "uvloop": "uvloop",
+        ORIGINAL: "chaski.streamer",
+    }
     module = modules.get(subject)
     if module is None:
         return None
+    # Looked up, not imported: the original's modules patch asyncio when
+    # imported, which must happen only in the worker processes that run it.
     try:
-        __import__(module)
+        found = importlib.util.find_spec(module) is not None
     except ImportError:
-        return f"{subject} is not installed (pip install '.[bench]')"
+        found = False
+    if not found:
+        package = "chaski-confluent==0.1a5" if subject == ORIGINAL else subject
+        return f"{subject} is not installed (pip install '.[bench]' for {package})"
     return None

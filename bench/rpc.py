@@ -17,11 +17,21 @@ chaski calls ``echo`` through a :class:`~chaski_actors.remote.Proxy`; its
 server admits 64 running calls per peer (the default is 16) so that the
 64-in-flight case is not refused as busy, and its client keeps up to 64 in
 flight (it would queue all but 16 by default).
+
+The original Chaski (``chaski 0.1a5``) serves a module by its import name: the
+client asks for ``bench.rpc`` and calls its :func:`echo`. Its proxy's call is
+synchronous (it runs the request to completion on the event loop it is
+called from), and it sends every call twice, once without arguments when the
+method is looked up and once with them when it is called, which is why
+``echo`` takes no argument too. Its calls cannot overlap, so it has no
+"64 in flight" figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 import struct
 import threading
 import time
@@ -34,11 +44,12 @@ import msgpack
 from ._procs import Workers, start_worker, use_uvloop
 from ._stats import Figure, percentile
 
-__all__ = ["Case", "available", "run_case"]
+__all__ = ["ORIGINAL", "Case", "available", "echo", "run_case"]
 
 _HEADER = struct.Struct(">I")
 IN_FLIGHT = 64
 PAYLOAD = b"\x00" * 64
+ORIGINAL = "chaski 0.1a5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,30 +85,43 @@ def run_case(case: Case) -> list[Figure]:
         better = unit == "calls/s"
         return Figure("rpc", case_name, subject, metric, unit, tuple(values), better)
 
-    return [
+    figures = [
         figure("sequential", "p50", "us", [r.p50_us for r in rounds]),
         figure("sequential", "p99", "us", [r.p99_us for r in rounds]),
         figure("sequential", "calls/s", "calls/s", [r.calls_per_s for r in rounds]),
-        figure(
-            f"{IN_FLIGHT} in flight",
-            "calls/s",
-            "calls/s",
-            [r.flight_calls_per_s for r in rounds],
-        ),
     ]
+    if case.subject != ORIGINAL:
+        figures.append(
+            figure(
+                f"{IN_FLIGHT} in flight",
+                "calls/s",
+                "calls/s",
+                [r.flight_calls_per_s for r in rounds],
+            )
+        )
+    return figures
 
 
 def available(subject: str) -> str | None:
     """Why ``subject`` cannot be measured here, or None if it can."""
-    module = {"pyro5": "Pyro5", "chaski": "chaski_actors.remote"}.get(subject)
+    module = {
+        "pyro5": "Pyro5",
+        "chaski": "chaski_actors.remote",
+        ORIGINAL: "chaski.remote",
+    }.get(subject)
     if module is None:
         return None
+    # Looked up, not imported: importing the original's chaski.remote patches
+    # asyncio for the whole process (nest_asyncio), so only its workers may.
     try:
-        __import__(module)
+        found = importlib.util.find_spec(module) is not None
     except ImportError:
+        found = False
+    if not found:
         if subject == "chaski":
             return "chaski remote calls: chaski_actors.remote does not exist yet"
-        return f"{subject} is not installed (pip install '.[bench]')"
+        package = "chaski-confluent==0.1a5" if subject == ORIGINAL else subject
+        return f"{subject} is not installed (pip install '.[bench]' for {package})"
     return None
 
 
@@ -106,6 +130,8 @@ def _server(case: Case, address_q: Any, stop_q: Any) -> None:
     use_uvloop(case.uvloop)
     if case.subject == "pyro5":
         _pyro_server(address_q, stop_q)
+    elif case.subject == ORIGINAL:
+        _original_server(address_q, stop_q)
     elif case.subject == "asyncio":
         asyncio.run(_raw_server(address_q, stop_q))
     else:
@@ -117,6 +143,8 @@ def _client(case: Case, address: Any, result_q: Any) -> None:
     use_uvloop(case.uvloop)
     if case.subject == "pyro5":
         result_q.put(_pyro_client(case, address))
+    elif case.subject == ORIGINAL:
+        _original_client(case, address, result_q)
     elif case.subject == "asyncio":
         result_q.put(asyncio.run(_raw_client(case, address)))
     else:
@@ -346,3 +374,73 @@ async def _chaski_client(case: Case, port: int) -> list[Round]:
         await node.connect("127.0.0.1", port)
         proxy = await remote.proxy("server", "echo")
         return await _async_rounds(case, proxy.echo)
+
+
+# -- the original Chaski -----------------------------------------------------
+
+
+def echo(payload: Any = None) -> Any:
+    """The original Chaski's service: it is looked up in this module by name.
+
+    The argument is optional because the original first calls the method
+    without arguments (see the module's essay).
+    """
+    return payload
+
+
+_ORIGINAL_SERVICE = __name__
+
+
+async def _original_node() -> Any:
+    from chaski.remote import ChaskiRemote
+
+    node = ChaskiRemote(ip="127.0.0.1", port=0, available=[_ORIGINAL_SERVICE])
+    # Its constructor starts the server as a task; wait until it listens.
+    while node.server is None:
+        await asyncio.sleep(0.01)
+    return node
+
+
+def _original_server(address_q: Any, stop_q: Any) -> None:
+    async def serve() -> None:
+        node = await _original_node()
+        address_q.put(node.port)
+        await asyncio.get_running_loop().run_in_executor(None, stop_q.get)
+
+    # Its connection readers swallow cancellation and retry forever, so
+    # asyncio.run would never finish cleaning up: leave the loop open and exit.
+    asyncio.new_event_loop().run_until_complete(serve())
+    address_q.close()
+    address_q.join_thread()
+    os._exit(0)
+
+
+def _original_client(case: Case, port: int, result_q: Any) -> None:
+    async def call() -> list[Round]:
+        node = await _original_node()
+        await node.connect("127.0.0.1", port)
+        # A connection counts once the handshake is over.
+        while not node.edges:
+            await asyncio.sleep(0.01)
+        # Its proxy runs each request to completion on this loop, nested.
+        proxy = node.proxy(_ORIGINAL_SERVICE)
+        if proxy is None:
+            raise RuntimeError(f"the server does not offer {_ORIGINAL_SERVICE}")
+        rounds = []
+        for _ in range(case.rounds + 1):
+            times = []
+            started = time.perf_counter()
+            for _ in range(case.calls):
+                t0 = time.perf_counter()
+                result = proxy.echo(PAYLOAD)
+                times.append(time.perf_counter() - t0)
+            sequential = time.perf_counter() - started
+            if result != PAYLOAD:
+                raise RuntimeError(f"echo returned {result!r}")
+            rounds.append(_round(case, times, sequential, float("nan")))
+        return rounds[1:]
+
+    result_q.put(asyncio.new_event_loop().run_until_complete(call()))
+    result_q.close()
+    result_q.join_thread()
+    os._exit(0)

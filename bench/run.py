@@ -4,11 +4,13 @@
     python bench/run.py --quick    # a smoke test, under a minute
     python bench/run.py --only sim,memory
 
-The peers come from the ``bench`` extra (``pip install -e '.[bench]'``); a
-peer that is not installed is listed under "Not measured" instead of failing
-the run. Each figure is the median of ``rounds`` runs after a warm-up, with
-min and max; the ratios compare chaski with peers measured in the same run,
-which is the only comparison that survives moving to another machine.
+The peers come from the ``bench`` extra (``pip install -e '.[bench]'``),
+among them the original Chaski (``chaski-confluent==0.1a5``), the baseline of
+the project's performance targets. A peer that is not installed is listed
+under "Not measured" instead of failing the run. Each figure is the median of
+``rounds`` runs after a warm-up, with min and max; the ratios compare chaski
+with peers measured in the same run, which is the only comparison that
+survives moving to another machine.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ Plan = list[tuple[str, Callable[[], list[Figure]]]]
 
 def _pubsub(profile: Profile, results: Results) -> Plan:
     plan: Plan = []
-    for subject in ("chaski", "asyncio", "pyzmq"):
+    for subject in ("chaski", "asyncio", "pyzmq", pubsub.ORIGINAL):
         why = pubsub.available(subject)
         if why is not None:
             results.missing.append(why)
@@ -183,7 +185,7 @@ def _pubsub(profile: Profile, results: Results) -> Plan:
 
 def _rpc(profile: Profile, results: Results) -> Plan:
     plan: Plan = []
-    for subject in ("chaski", "asyncio", "pyro5"):
+    for subject in ("chaski", "asyncio", "pyro5", rpc.ORIGINAL):
         why = rpc.available(subject)
         if why is not None:
             results.missing.append(why)
@@ -257,11 +259,15 @@ def _compare(results: Results) -> None:
         if group == "pubsub" and metric == "msg/s":
             results.compare(group, case, metric, "pyzmq", target=1.0)
             results.compare(group, case, metric, "asyncio", target=0.6)
+            # The performance issue's target against the original Chaski.
+            results.compare(group, case, metric, pubsub.ORIGINAL, target=10.0)
         elif group == "rpc" and metric == "p50":
             results.compare(group, case, metric, "asyncio", target=1.3, sense="at most")
+            results.compare(group, case, metric, rpc.ORIGINAL, sense="at most")
         elif group == "rpc" and metric == "calls/s":
             results.compare(group, case, metric, "pyro5", target=2.0)
             results.compare(group, case, metric, "asyncio")
+            results.compare(group, case, metric, rpc.ORIGINAL)
         elif group == "sim" and metric == "delivered msg/s":
             target = 0.5 if case == "N=1,000" else None
             results.compare(group, case, metric, "simpy", target=target)

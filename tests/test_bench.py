@@ -8,6 +8,7 @@ can always be produced again.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from bench import pubsub, rpc
@@ -36,6 +37,13 @@ def test_tiny_run_measures_every_group(tmp_path: Path) -> None:
         assert why is None or why in results.missing
     why = rpc.available("pyro5")
     assert (why is None) == (("rpc", "pyro5") in measured)
+    # The original Chaski likewise; the suite's own install has it not.
+    for group, module in (("pubsub", pubsub), ("rpc", rpc)):
+        why = module.available(module.ORIGINAL)
+        assert (why is None) == ((group, module.ORIGINAL) in measured)
+        assert why is None or why in results.missing
+    # Its chaski.remote patches asyncio when imported: only its workers may.
+    assert "nest_asyncio" not in sys.modules
 
 
 def test_results_are_written_as_json_and_markdown(tmp_path: Path) -> None:
