@@ -198,6 +198,12 @@ def _rpc(profile: Profile, results: Results) -> Plan:
             deadline_s=profile.deadline_s,
         )
         plan.append((f"rpc {subject}", _bind(rpc.run_case, case)))
+        if subject == rpc.ORIGINAL:
+            results.missing.append(
+                f"rpc {subject} {rpc.IN_FLIGHT} in flight: its proxy's calls are "
+                "synchronous (each runs to completion on the caller's event "
+                "loop), so they cannot overlap"
+            )
     return plan
 
 
