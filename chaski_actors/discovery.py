@@ -115,7 +115,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .errors import ProtocolError
 from .protocol import BOOL, INT, LIST, STR, register_kind
@@ -324,8 +324,7 @@ class Trickle:
         return wait
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """The smallest member of a topic one knows of, and how far away it is."""
 
     member: str
@@ -338,9 +337,21 @@ class Route:
         return (self.member, self.distance)
 
 
-def parse_routes(entries: list[Any]) -> list[tuple[str, Route | None]]:
+# A route inside the tables: the fields of a Route, in its order, as a plain
+# tuple. A node keeps a route per topic per overlay neighbour, which comes to
+# millions on a large simulated network; the garbage collector stops tracking
+# plain tuples of strings and integers, but not instances of a tuple subclass
+# such as Route, and full collections that walked them all took seconds.
+Hop = tuple[str, str, str, int, int]
+
+
+def _key(hop: Hop) -> tuple[str, int]:
+    return (hop[0], hop[4])
+
+
+def parse_routes(entries: list[Any]) -> list[tuple[str, Hop | None]]:
     """The entries of a ROUTES frame, checked: (topic, route or None)."""
-    parsed: list[tuple[str, Route | None]] = []
+    parsed: list[tuple[str, Hop | None]] = []
     for entry in entries:
         if not (
             isinstance(entry, list)
@@ -356,21 +367,21 @@ def parse_routes(entries: list[Any]) -> list[tuple[str, Route | None]]:
         elif not member:
             raise ProtocolError("a route entry without a member")
         else:
-            parsed.append((topic, Route(member, node_id, host, port, distance)))
+            parsed.append((topic, (member, node_id, host, port, distance)))
     return parsed
 
 
-def _pick(top: list[tuple[Route, str | None]], excluding: str | None) -> Route | None:
+def _pick(top: list[tuple[Hop, str | None]], excluding: str | None) -> Hop | None:
     for route, neighbour in top:
         if neighbour is None or neighbour != excluding:
             return route
     return None
 
 
-def route_entry(topic: str, route: Route | None) -> list[object]:
+def route_entry(topic: str, route: Hop | None) -> list[object]:
     if route is None:
         return [topic, "", "", "", 0, -1]
-    return [topic, route.member, route.node_id, route.host, route.port, route.distance]
+    return [topic, *route]
 
 
 class Routes:
@@ -386,13 +397,13 @@ class Routes:
         self.capacity = capacity
         self.own: Route | None = None
         self.topics: dict[str, None] = {}
-        self._heard: dict[str, dict[str, Route]] = {}
-        self._told: dict[str, dict[str, Route]] = {}
+        self._heard: dict[str, dict[str, Hop]] = {}
+        self._told: dict[str, dict[str, Hop]] = {}
         self._dirty: dict[str, None] = {}
         # Neighbours owed the whole table; True: even an empty one, to clear
         # what they may still hold from before a reconnection.
         self._fresh: dict[str, bool] = {}
-        self._chosen: dict[str, Route] = {}
+        self._chosen: dict[str, Hop] = {}
         self.dropped = 0
 
     def __repr__(self) -> str:
@@ -441,12 +452,12 @@ class Routes:
         """Our link to ``member`` closed: report it again as news if it is
         still a topic's smallest member at the next flush."""
         for topic, route in list(self._chosen.items()):
-            if route.member == member:
+            if route[0] == member:
                 del self._chosen[topic]
                 self._dirty[topic] = None
 
     def receive(
-        self, neighbour: str, whole: bool, entries: list[tuple[str, Route | None]]
+        self, neighbour: str, whole: bool, entries: list[tuple[str, Hop | None]]
     ) -> None:
         """Take what an overlay neighbour says (``whole``: its entire table)."""
         heard = self._heard.get(neighbour)
@@ -470,39 +481,40 @@ class Routes:
 
         Among equal names the nearest wins; routes past the reach are unknown.
         """
-        return _pick(self._top_two(topic), excluding)
+        hop = _pick(self._top_two(topic), excluding)
+        return None if hop is None else Route._make(hop)
 
-    def _top_two(self, topic: str) -> list[tuple[Route, str | None]]:
+    def _top_two(self, topic: str) -> list[tuple[Hop, str | None]]:
         """The two best routes for ``topic`` and who told them (None: our own).
 
         Two suffice: the best one not told by a given neighbour is one of
         them. This keeps a flush linear in the number of neighbours.
         """
         # (member, distance, neighbour, route) of the two best, best first.
-        first: tuple[str, int, str, Route] | None = None
-        second: tuple[str, int, str, Route] | None = None
+        first: tuple[str, int, str, Hop] | None = None
+        second: tuple[str, int, str, Hop] | None = None
         for neighbour, heard in self._heard.items():
             route = heard.get(topic)
-            if route is None or route.distance >= self.reach:
+            if route is None or route[4] >= self.reach:
                 continue
-            if route.member == self.name:
+            if route[0] == self.name:
                 continue  # our own route come back around a cycle
-            key = (route.member, route.distance, neighbour, route)
+            key = (route[0], route[4], neighbour, route)
             if first is None or key[:2] < first[:2]:
                 first, second = key, first
             elif second is None or key[:2] < second[:2]:
                 second = key
-        top: list[tuple[Route, str | None]] = []
+        top: list[tuple[Hop, str | None]] = []
         if topic in self.topics and self.own is not None:
             top.append((self.own, None))
         for found in (first, second):
             if found is not None and len(top) < 2:
                 member, distance, neighbour, route = found
-                if top and (member, distance + 1) >= top[0][0].key():
+                if top and (member, distance + 1) >= _key(top[0][0]):
                     continue  # our own route is better (and never excluded)
-                hop = Route(member, route.node_id, route.host, route.port, distance + 1)
-                top.append((hop, neighbour))
-        top.sort(key=lambda entry: entry[0].key())
+                _, node_id, host, port, _ = route
+                top.append(((member, node_id, host, port, distance + 1), neighbour))
+        top.sort(key=lambda entry: _key(entry[0]))
         return top
 
     def via(self, topic: str, member: str) -> str | None:
@@ -510,10 +522,10 @@ class Routes:
         found: tuple[int, str] | None = None
         for neighbour, heard in self._heard.items():
             route = heard.get(topic)
-            if route is None or route.member != member:
+            if route is None or route[0] != member:
                 continue
-            if found is None or route.distance < found[0]:
-                found = (route.distance, neighbour)
+            if found is None or route[4] < found[0]:
+                found = (route[4], neighbour)
         return None if found is None else found[1]
 
     def flush(
@@ -541,7 +553,7 @@ class Routes:
             entries: list[list[object]] = []
             for topic in everything if whole else dirty:
                 route = _pick(tops[topic], neighbour)
-                if route is not None and route.distance >= self.reach:
+                if route is not None and route[4] >= self.reach:
                     route = None  # a hop further would be past the reach
                 if route == told.get(topic):
                     continue
@@ -560,13 +572,10 @@ class Routes:
                 continue
             route = _pick(tops[topic], None)
             previous = self._chosen.get(topic)
-            if route is None or route.member == self.name:
+            if route is None or route[0] == self.name:
                 self._chosen.pop(topic, None)
                 continue
             self._chosen[topic] = route
-            if previous is None or (previous.member, previous.node_id) != (
-                route.member,
-                route.node_id,
-            ):
-                news[topic] = route
+            if previous is None or previous[:2] != route[:2]:  # member, node_id
+                news[topic] = Route._make(route)
         return out, news
