@@ -628,8 +628,11 @@ class Node:
         backlog = link.session.resume(
             continued=continued, peer_received=hello.received, peer_base=hello.base
         )
-        link.reader = self.runtime.spawn(
-            self._read_loop(link, stream, protocol), name=f"read-{peer.name}"
+        link.reader = stream.consume(
+            self.runtime,
+            lambda data: self._on_data(link, stream, protocol, data),
+            lambda exc: self._on_end(link, stream, exc),
+            name=f"read-{peer.name}",
         )
         if link.connections == 1:
             self.link_log.info("linked to %s at %s:%s", peer.name, *peer.address)
@@ -686,37 +689,46 @@ class Node:
 
     # -- reading -------------------------------------------------------------
 
-    async def _read_loop(
-        self, link: Link, stream: Stream, protocol: LinkProtocol
-    ) -> None:
-        reason = "peer closed the connection"
-        fatal = False
+    async def _on_data(
+        self, link: Link, stream: Stream, protocol: LinkProtocol, data: bytes
+    ) -> bool:
+        """Handle what arrived on ``stream``; False once reading must stop."""
         try:
-            while True:
-                data = await stream.receive(_READ_SIZE)
-                if not data:
-                    break
-                frames, error = protocol.receive_data(data)
-                if link.stream is stream:
-                    link.count_in(data, len(frames))
-                for frame in frames:
-                    if frame.kind == SEQ:
-                        # Nearly every frame: straight there, a call fewer.
-                        fields = frame.fields
-                        await self._numbered(link, fields[0], fields[1], fields[2])
-                    else:
-                        await self._dispatch(link, frame)
-                if error is not None:
-                    raise error
-                if protocol.state is LinkState.CLOSED:
-                    reason, fatal = "peer said goodbye", True
-                    break
+            frames, error = protocol.receive_data(data)
+            if link.stream is stream:
+                link.count_in(data, len(frames))
+            for frame in frames:
+                if frame.kind == SEQ:
+                    # Nearly every frame: straight there, a call fewer.
+                    fields = frame.fields
+                    await self._numbered(link, fields[0], fields[1], fields[2])
+                else:
+                    await self._dispatch(link, frame)
+            if error is not None:
+                raise error
         except ProtocolError as exc:
             self._protocol_errors += 1
-            reason, fatal = f"protocol error: {exc}", True
+            reason = f"protocol error: {exc}"
             self.link_log.warning("dropping %s: %s", link.peer.name, reason)
+            await self._reader_done(link, stream, reason, fatal=True)
+            return False
         except (BrokenResourceError, ClosedResourceError) as exc:
-            reason = _why(exc)
+            await self._reader_done(link, stream, _why(exc), fatal=False)
+            return False
+        if protocol.state is LinkState.CLOSED:
+            await self._reader_done(link, stream, "peer said goodbye", fatal=True)
+            return False
+        return True
+
+    async def _on_end(
+        self, link: Link, stream: Stream, exc: BaseException | None
+    ) -> None:
+        reason = "peer closed the connection" if exc is None else _why(exc)
+        await self._reader_done(link, stream, reason, fatal=False)
+
+    async def _reader_done(
+        self, link: Link, stream: Stream, reason: str, *, fatal: bool
+    ) -> None:
         if link.stream is not stream:
             return  # a stale connection, already replaced or dropped
         if fatal:

@@ -103,6 +103,7 @@ from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from ._eager import finish_later, step
 from .codec import encode_payload
 from .errors import (
     BrokenResourceError,
@@ -536,7 +537,7 @@ class Remote:
                 # deadline of the answer.
                 due = self.runtime.now() + deadline
                 self._watch(due, deadline)
-                blocked = _step(self._send_call(link, call_id, payload, waiter, due))
+                blocked = step(self._send_call(link, call_id, payload, waiter, due))
                 if blocked is not None:
                     async with self.runtime.timeout(deadline):
                         await blocked
@@ -868,9 +869,9 @@ class Remote:
         """
         if link.offer(answer):
             return  # joined the batch that leaves at the end of this turn
-        blocked = _step(self._send(link, call_id, answer))
+        blocked = step(self._send(link, call_id, answer))
         if blocked is not None:
-            self.runtime.spawn(_finish(blocked), name=f"answer-{link.peer.name}")
+            self.runtime.spawn(finish_later(blocked), name=f"answer-{link.peer.name}")
 
     async def _send(self, link: Link, call_id: int | None, answer: bytes) -> None:
         try:
@@ -964,68 +965,6 @@ class _Gate:
                 waiter.set_result(None)
                 return
         self._free += 1
-
-
-# -- running a coroutine's first step in place ---------------------------------
-#
-# Most sends finish without waiting: the link numbers the frame and hands it
-# to the connection. Starting a task for one, or entering a timeout scope
-# around it, costs more than the send itself. So a send is stepped by hand
-# (as the task awaiting it would step it) and only if it stops to wait does
-# the rest of it get a task or a scope. This is what asyncio in Python 3.12
-# calls an eager task start. It is used only for the node's own sends,
-# never for the owner's methods: code that asks for its current task would
-# find the reader's.
-
-
-def _step(coro: Coroutine[Any, Any, None]) -> _Rest | None:
-    """Run ``coro`` until it first waits; None if it finished without waiting.
-
-    Whatever is returned must be awaited: the coroutine holds a place in
-    some queue of waiters, and abandoning it would lose that queue's wake-up.
-    """
-    try:
-        waiting_on = coro.send(None)
-    except StopIteration:
-        return None
-    return _Rest(coro, waiting_on)
-
-
-class _Rest:
-    """The rest of a coroutine that :func:`_step` started and that then waited.
-
-    Awaiting it hands the awaiting task what the coroutine waits on, exactly
-    as ``await coro`` would have, and passes the outcome back in.
-    """
-
-    __slots__ = ("_coro", "_waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-        self._coro = coro
-        self._waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, waiting_on = self._coro, self._waiting_on
-        while True:
-            try:
-                value = yield waiting_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = coro.send(value)
-                except StopIteration:
-                    return
-
-
-async def _finish(rest: _Rest) -> None:
-    await rest
 
 
 # Child proxies a proxy keeps (see Proxy.__getattr__); arbitrary, far above

@@ -30,6 +30,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from .errors import BrokenResourceError, ClosedResourceError
+
 __all__ = [
     "Address",
     "DatagramEndpoint",
@@ -48,6 +50,10 @@ __all__ = [
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 Address = tuple[str, int]
+
+# How much the default :meth:`Stream.consume` reads at a time: large enough
+# that a burst of small frames is parsed in one pass.
+_CONSUME_SIZE = 1 << 18
 
 
 def derive_seed(seed: int, *labels: str) -> int:
@@ -186,6 +192,45 @@ class Stream(abc.ABC):
     @abc.abstractmethod
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Read what has arrived, at most ``max_bytes``; ``b""`` at end of stream."""
+
+    def consume(
+        self,
+        runtime: Runtime,
+        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
+        *,
+        name: str,
+    ) -> Task[None]:
+        """Hand everything that arrives to ``on_data``, one piece at a time.
+
+        Reading stops when ``on_data`` returns False. At the end of the
+        stream ``on_end`` gets None, or the :class:`BrokenResourceError` or
+        :class:`ClosedResourceError` that :meth:`receive` would have raised.
+        Cancelling the returned task stops the reading and calls neither.
+
+        This default reads in a task of its own. A backend may instead call
+        ``on_data`` from the code that receives the bytes, which saves a wake-up
+        of a task per read (the real backend does). Either way, one call of
+        ``on_data`` finishes before the next begins, and while one waits
+        nothing more is read, so the peer feels the back-pressure. Code run
+        by ``on_data`` must therefore not rely on running inside a task of
+        its own, up to its first real wait.
+        """
+        return runtime.spawn(self._read_into(on_data, on_end), name=name)
+
+    async def _read_into(
+        self,
+        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
+    ) -> None:
+        try:
+            while data := await self.receive(_CONSUME_SIZE):
+                if not await on_data(data):
+                    return
+        except (BrokenResourceError, ClosedResourceError) as exc:
+            await on_end(exc)
+            return
+        await on_end(None)
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -36,11 +36,12 @@ import ssl
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
 from random import Random
 from typing import Any, TypeVar, cast
 
+from chaski_actors._eager import Rest
 from chaski_actors.errors import (
     BrokenResourceError,
     CertificateError,
@@ -285,6 +286,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.writing_paused = False
         self.drain_waiters: deque[asyncio.Future[None]] = deque()
         self.on_lost: Callable[[_StreamProtocol], None] | None = None
+        # Set once the node reads through RealStream.consume: bytes then go
+        # straight to it instead of into ``chunks``.
+        self.consumer: _Consumer | None = None
         # Writes gathered in this turn of the loop (see the module essay).
         self.corked = False
         self.pending: list[bytes] = []
@@ -302,9 +306,17 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._scratch[:nbytes].tobytes())
+        data = self._scratch[:nbytes].tobytes()
+        consumer = self.consumer
+        if consumer is not None:
+            consumer.feed(data)
+        else:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.consumer is not None:
+            self.consumer.feed(data)
+            return
         self.chunks.append(data)
         self.buffered += len(data)
         self._wake_reader()
@@ -316,6 +328,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         self.eof = True
         self._wake_reader()
+        if self.consumer is not None:
+            self.consumer.end()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -328,6 +342,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.error = exc
         self.eof = True
         self._wake_reader()
+        if self.consumer is not None:
+            self.consumer.end()
         while self.drain_waiters:
             waiter = self.drain_waiters.popleft()
             if not waiter.done():
@@ -477,6 +493,37 @@ class RealStream(Stream):
             self._transport.resume_reading()
         return data
 
+    def consume(
+        self,
+        runtime: Runtime,
+        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
+        *,
+        name: str,
+    ) -> Task[None]:
+        protocol = self._protocol
+        consumer = _Consumer(self, runtime, on_data, on_end, name)
+        # What arrived before, during the handshake, is handed over first.
+        backlog = list(protocol.chunks)
+        protocol.chunks.clear()
+        protocol.buffered = 0
+        protocol.consumer = consumer
+        consumer.start(backlog, ended=protocol.eof or self._closed)
+        return consumer
+
+    def end_error(self) -> BaseException | None:
+        """What :meth:`receive` would raise at the end of the stream, if anything."""
+        if self._closed:
+            return ClosedResourceError("stream was closed")
+        error = self._protocol.error
+        if error is None:
+            return None
+        broken = BrokenResourceError(
+            f"connection to {self._peer[0]}:{self._peer[1]} broke: {error}"
+        )
+        broken.__cause__ = error
+        return broken
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -491,6 +538,159 @@ class RealStream(Stream):
         self._protocol.pending.clear()
         self._transport.abort()
         self._protocol._wake_reader()
+
+
+class _Consumer:
+    """A stream's reader, run from the protocol's callbacks (``consume``).
+
+    Each piece that arrives is handed to ``on_data`` at once, in the
+    callback, by stepping its coroutine by hand. Most pieces are handled
+    without a real wait, and then a received frame costs no task wake-up
+    and no extra turn of the event loop: a remote call's answer resolves
+    the caller's future from the very callback that read it. When
+    ``on_data`` does wait (a full inbox, a slow sink), reading pauses, the
+    rest of that call finishes in a task, and the task hands over what
+    arrived meanwhile before reading resumes, so the peer feels the
+    back-pressure as it did with a reading task.
+
+    It stands for the reading task in the runtime's interface: cancelling
+    it stops the reading.
+    """
+
+    def __init__(
+        self,
+        stream: RealStream,
+        runtime: Runtime,
+        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
+        name: str,
+    ) -> None:
+        self._stream = stream
+        self._protocol = stream._protocol
+        self._runtime = runtime
+        self._on_data = on_data
+        self._on_end = on_end
+        self._name = name
+        # Pieces that arrived while a call of on_data waited, oldest first.
+        self._waiting: deque[bytes] = deque()
+        self._task: Task[None] | None = None
+        self._ended = False
+        self._over = False
+        self._finished: asyncio.Future[None] = self._protocol.loop.create_future()
+
+    def __repr__(self) -> str:
+        state = "over" if self._over else "waiting" if self._task else "reading"
+        return f"<reader {self._name} {state} queued={len(self._waiting)}>"
+
+    def get_name(self) -> str:
+        return self._name
+
+    def done(self) -> bool:
+        return self._finished.done()
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if self._finished.done():
+            return False
+        self._over = True
+        self._waiting.clear()
+        if self._task is not None:
+            self._task.cancel(msg)
+        else:
+            self._finish()
+        return True
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._finished.__await__()
+
+    def start(self, backlog: list[bytes], *, ended: bool) -> None:
+        self._ended = ended
+        if backlog or ended:
+            self._waiting.extend(backlog)
+            self._wait(None)
+
+    def feed(self, data: bytes) -> None:
+        """A piece arrived: handle it now, unless an earlier one still waits."""
+        if self._over:
+            return
+        if self._task is not None:
+            self._waiting.append(data)
+            return
+        coro = self._on_data(data)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as stop:
+            if not stop.value:
+                self._stop()
+            return
+        except Exception as exc:
+            self._crashed(exc)
+            return
+        self._wait(Rest(coro, waiting_on))
+
+    def end(self) -> None:
+        """The stream ended: on_end is due, after any waiting pieces."""
+        if self._over or self._ended:
+            return
+        self._ended = True
+        if self._task is None:
+            self._wait(None)
+
+    def _wait(self, rest: Rest[bool] | None) -> None:
+        self._pause()
+        self._task = self._runtime.spawn(self._catch_up(rest), name=self._name)
+        if self._over:
+            # Cancelled while on_data ran: it stops at its wait, as a task
+            # cancelled while running would.
+            self._task.cancel()
+
+    async def _catch_up(self, rest: Rest[bool] | None) -> None:
+        try:
+            keep = True if rest is None else await rest
+            while keep and self._waiting:
+                keep = await self._on_data(self._waiting.popleft())
+            if not keep:
+                self._stop()
+            elif self._ended:
+                self._over = True
+                await self._on_end(self._stream.end_error())
+        except Exception as exc:
+            self._crashed(exc)
+        finally:
+            self._task = None
+            if self._over:
+                self._finish()
+            else:
+                self._resume()
+
+    def _stop(self) -> None:
+        self._over = True
+        self._waiting.clear()
+        if self._task is None:
+            self._finish()
+
+    def _crashed(self, exc: Exception) -> None:
+        log.error("task %s crashed: %r", self._name, exc, exc_info=exc)
+        self._stop()
+
+    def _finish(self) -> None:
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _pause(self) -> None:
+        protocol = self._protocol
+        transport = protocol.transport
+        if transport is None or protocol.reading_paused or transport.is_closing():
+            return
+        transport.pause_reading()
+        protocol.reading_paused = True
+
+    def _resume(self) -> None:
+        protocol = self._protocol
+        transport = protocol.transport
+        if protocol.reading_paused and transport is not None:
+            protocol.reading_paused = False
+            if not transport.is_closing():
+                transport.resume_reading()
 
 
 class RealListener(Listener):
