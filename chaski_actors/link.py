@@ -61,6 +61,7 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ._eager import Rest, step
 from .codec import HEADER_SIZE
 from .errors import BrokenResourceError, ClosedResourceError, ProtocolError
 from .metrics import RttEstimator
@@ -334,8 +335,15 @@ class Link:
 
     def _uncork(self) -> None:
         self._corked = self._open = False
-        if self._batch:
-            self._start_flusher()
+        if self._batch and self._flusher is None and not self._writing and self.ready:
+            # Written from this callback when the connection takes it at
+            # once, as it nearly always does; only a write that must wait
+            # for the connection gets a task to finish it.
+            rest = step(self._write_batches())
+            if rest is not None:
+                self._flusher = self.node.runtime.spawn(
+                    self._finish_flush(rest), name=f"flush-{self.peer.name}"
+                )
 
     def _start_flusher(self) -> None:
         if self._flusher is None and not self._writing and self.ready:
@@ -346,6 +354,12 @@ class Link:
     async def _flush(self) -> None:
         try:
             await self._write_batches()
+        finally:
+            self._flusher = None
+
+    async def _finish_flush(self, rest: Rest[None]) -> None:
+        try:
+            await rest
         finally:
             self._flusher = None
 
