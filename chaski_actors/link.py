@@ -235,6 +235,37 @@ class Link:
         self._batch_bytes = size
         return True
 
+    def send_now(self, item: bytes | memoryview) -> bool:
+        """Number an encoded frame and write it alone, if that needs no waiting.
+
+        The other quick path of :meth:`send_item`, for the first frame of a
+        turn (a lone request or answer): it skips the coroutines of the
+        general path. False means nothing was sent and :meth:`send_item`
+        must be awaited instead.
+        """
+        stream = self.stream
+        session = self.session
+        if (
+            self._corked
+            or self._writing
+            or self._batch
+            or not self.ready
+            or self.closed
+            or stream is None
+            or session.held >= session.capacity
+            or len(item) > self._largest_item
+        ):
+            return False
+        frame = self.protocol.encode_numbered(
+            session.next_seq, session.envelope_ack(), [item]
+        )
+        if not stream.try_send(frame):
+            return False
+        session.push(frame, 1)
+        self._count_out(frame)
+        self._cork()
+        return True
+
     async def send_item(self, item: bytes | memoryview) -> None:
         """Number an encoded frame, keep it until acknowledged, send it if up.
 

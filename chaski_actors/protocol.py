@@ -71,6 +71,7 @@ __all__ = [
     "PING",
     "PONG",
     "PUB",
+    "PUB_TIME_TYPES",
     "SCHEMAS",
     "SEQ",
     "SUB",
@@ -203,7 +204,7 @@ def all_publishes(items: list[Any]) -> bool:
             and item[0] == PUB
             and type(item[0]) is int
             and type(item[1]) is str
-            and type(item[3]) in _PUB_TIMES
+            and type(item[3]) in PUB_TIME_TYPES
         ):
             return False
     return bool(items)
@@ -225,7 +226,7 @@ def check_numbered(items: list[Any]) -> list[Frame]:
             and item[0] == PUB
             and type(item[0]) is int
             and type(item[1]) is str
-            and type(item[3]) in _PUB_TIMES
+            and type(item[3]) in PUB_TIME_TYPES
         ):
             append(_new_frame(Frame, (PUB, (item[1], item[2], item[3]))))
             continue
@@ -238,8 +239,9 @@ def check_numbered(items: list[Any]) -> list[Frame]:
     return frames
 
 
-# The exact types msgpack gives a publish's time (NUM, without bool).
-_PUB_TIMES: Final = (float, int)
+# The exact types msgpack gives a publish's time (NUM, without bool): what
+# the quick checks of publishes accept, here and in the node.
+PUB_TIME_TYPES: Final = (float, int)
 
 
 def _check(item: object) -> Frame:

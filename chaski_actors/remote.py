@@ -577,8 +577,8 @@ class Remote:
             raise ConfigError(f"cannot send call to {link.peer.name}: {exc}") from exc
         self._pending[call_id] = (link.peer.name, waiter, due)
         self._calls_out += 1
-        if link.offer(item):
-            return  # joined the batch that leaves at the end of this turn
+        if link.offer(item) or link.send_now(item):
+            return  # sent, or joined the batch that leaves when the turn ends
         try:
             await link.send_item(item)
         except ProtocolError as exc:
@@ -867,8 +867,8 @@ class Remote:
         it, and the reader goes on reading, which is what frees the room:
         a reader waiting on its own acknowledgements would wait for ever.
         """
-        if link.offer(answer):
-            return  # joined the batch that leaves at the end of this turn
+        if link.offer(answer) or link.send_now(answer):
+            return  # sent, or joined the batch that leaves when the turn ends
         blocked = step(self._send(link, call_id, answer))
         if blocked is not None:
             self.runtime.spawn(finish_later(blocked), name=f"answer-{link.peer.name}")

@@ -189,6 +189,16 @@ class Stream(abc.ABC):
         :class:`ClosedResourceError` after :meth:`aclose`.
         """
 
+    def try_send(self, data: bytes) -> bool:
+        """Write all of ``data`` now if :meth:`send` would not wait first.
+
+        False, having written nothing, if it would wait, if the stream is
+        closed or broken (:meth:`send` says which), or if the backend has no
+        such shortcut, as this default has not. A caller that gets False
+        uses :meth:`send`.
+        """
+        return False
+
     @abc.abstractmethod
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Read what has arrived, at most ``max_bytes``; ``b""`` at end of stream."""

@@ -509,6 +509,18 @@ class RealStream(Stream):
                     f"connection to {self._peer[0]}:{self._peer[1]} is lost"
                 ) from protocol.error
 
+    def try_send(self, data: bytes) -> bool:
+        protocol = self._protocol
+        if (
+            self._closed
+            or protocol.lost
+            or protocol.writing_paused
+            or self._transport.is_closing()
+        ):
+            return False
+        protocol.write(data)
+        return True
+
     async def receive(self, max_bytes: int = 65536) -> bytes:
         protocol = self._protocol
         while not protocol.chunks:
