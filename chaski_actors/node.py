@@ -803,7 +803,13 @@ class Node:
             if run:
                 await self._deliver_runs(run)
                 run = []
-            await self._dispatch(link, frame)
+            # A higher layer's kind (a remote call, say) goes straight to
+            # its handler, without the node's own kinds tested first.
+            handler = self._handlers.get(frame.kind)
+            if handler is not None:
+                await handler(link, frame)
+            else:
+                await self._dispatch(link, frame)
         if run:
             await self._deliver_runs(run)
 
@@ -1332,6 +1338,8 @@ class Node:
         """Let a higher layer handle frames of ``kind`` received on any link."""
         if kind in self._handlers:
             raise ValueError(f"frame kind {kind} already has a handler")
+        if kind in _NODE_KINDS:
+            raise ValueError(f"frame kind {kind} is the node's own")
         self._handlers[kind] = handler
 
     def watch_links(self, watcher: LinkWatcher) -> None:
@@ -1519,6 +1527,11 @@ _ANNOUNCE_SPACING_S: Final = 1.0
 
 # Building the tuple directly skips the named tuple's __new__ in Python.
 _new_message = tuple.__new__
+
+# The kinds that Node._dispatch handles itself: no higher layer may take them.
+_NODE_KINDS: Final = frozenset(
+    {SEQ, ACK, HEARTBEAT, PUB, PING, PONG, SUB, UNSUB, ANNOUNCE, FORWARD, BYE}
+)
 
 
 def _publish_messages(

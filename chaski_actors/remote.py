@@ -537,10 +537,12 @@ class Remote:
                 # deadline of the answer.
                 due = self.runtime.now() + deadline
                 self._watch(due, deadline)
-                blocked = step(self._send_call(link, call_id, payload, waiter, due))
-                if blocked is not None:
-                    async with self.runtime.timeout(deadline):
-                        await blocked
+                item = self._start_call(link, call_id, payload, waiter, due)
+                if item is not None:
+                    blocked = step(self._send_item(link, item))
+                    if blocked is not None:
+                        async with self.runtime.timeout(deadline):
+                            await blocked
                 return await waiter
             finally:
                 gate.leave()
@@ -569,6 +571,22 @@ class Remote:
         waiter: Future[Any],
         due: float,
     ) -> None:
+        item = self._start_call(link, call_id, payload, waiter, due)
+        if item is not None:
+            await self._send_item(link, item)
+
+    def _start_call(
+        self,
+        link: Link,
+        call_id: int,
+        payload: list[Any],
+        waiter: Future[Any],
+        due: float,
+    ) -> bytes | None:
+        """Encode a call and send it if the link takes it without waiting.
+
+        Returns None if it did, else the encoded call, for :meth:`_send_item`.
+        """
         if link.closed:
             raise LinkLostError(f"link to {link.peer.name} closed before the call")
         try:
@@ -578,7 +596,10 @@ class Remote:
         self._pending[call_id] = (link.peer.name, waiter, due)
         self._calls_out += 1
         if link.offer(item) or link.send_now(item):
-            return  # sent, or joined the batch that leaves when the turn ends
+            return None  # sent, or joined the batch that leaves when the turn ends
+        return item
+
+    async def _send_item(self, link: Link, item: bytes) -> None:
         try:
             await link.send_item(item)
         except ProtocolError as exc:
