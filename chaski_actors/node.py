@@ -44,6 +44,7 @@ so, through the transport's window, the publisher: back-pressure, not loss.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -630,8 +631,10 @@ class Node:
         )
         link.reader = stream.consume(
             self.runtime,
-            lambda data: self._on_data(link, stream, protocol, data),
-            lambda exc: self._on_end(link, stream, exc),
+            # Partials, not lambdas: called for every read, and a partial
+            # adds no Python frame of its own.
+            functools.partial(self._on_data, link, stream, protocol),
+            functools.partial(self._on_end, link, stream),
             name=f"read-{peer.name}",
         )
         if link.connections == 1:
