@@ -17,10 +17,14 @@ cancel and a new timer per frame); instead a timer that fires checks the
 time of the last activity and, if there was some, arms itself again for the
 new due time. So an active link costs one timer event per interval, and an
 idle one a heartbeat per interval. A bare acknowledgement is also due on a
-timer (``ack_delay_s``, by default a quarter of the keep-alive interval) unless
-outgoing data or a heartbeat carried it first, and at once when a quarter
-of the peer's send buffer (its hello says how large) has arrived
-unacknowledged, so a sender that waits for room never waits on the timer.
+timer, ``ack_delay_s`` (by default a quarter of the keep-alive interval)
+after the oldest frame still owed one arrived, unless outgoing data or a
+heartbeat carried it first, and at once when a quarter of the peer's send
+buffer (its hello says how large) has arrived unacknowledged, so a sender
+that waits for room never waits on the timer. The ack timer, too, is lazy:
+set for a frame that data acknowledged meanwhile, it finds a later debt
+and arms itself again for that debt's due time, so traffic both ways at
+more than one message per ``ack_delay_s`` sends no bare acknowledgement.
 
 The frames that timers or the reader want sent (heartbeats,
 acknowledgements, pongs) go out from one short task per link at a time
@@ -150,6 +154,8 @@ class Link:
         self._keepalive: Timer | None = None
         self._deadline: Timer | None = None
         self._ack_timer: Timer | None = None
+        # When the oldest frame still owed an acknowledgement arrived.
+        self._owed_since = 0.0
         self._linger: Timer | None = None
         self._control: Task[None] | None = None
         self._heartbeat_due = False
@@ -424,19 +430,35 @@ class Link:
         if self.session.acknowledge(ack):
             self._room.set()
 
-    def received_numbered(self) -> None:
-        """A numbered frame was accepted: acknowledge it now or soon."""
-        if self.session.ack_owed >= self._ack_every:
+    def received_numbered(self, new: int) -> None:
+        """``new`` numbered frames were accepted: acknowledge them now or soon."""
+        owed = self.session.ack_owed
+        if owed >= self._ack_every:
             self._kick()
-        elif self._ack_timer is None:
-            self._ack_timer = self.node.runtime.call_later(
-                self.node.settings.ack_delay_s, self._ack_timer_fired
-            )
+            return
+        if owed == new:
+            # Nothing was owed before these: the wait starts now.
+            self._owed_since = self.node.runtime.now()
+            if self._ack_timer is None:
+                self._ack_timer = self.node.runtime.call_later(
+                    self.node.settings.ack_delay_s, self._ack_timer_fired
+                )
 
     def _ack_timer_fired(self) -> None:
         self._ack_timer = None
-        if self.session.ack_owed:
-            self._kick()
+        if not self.session.ack_owed:
+            return
+        # The timer may have been set for frames that outgoing data has
+        # acknowledged since; the frames owed now arrived later and may
+        # still wait for data to carry them.
+        due = self._owed_since + self.node.settings.ack_delay_s
+        now = self.node.runtime.now()
+        if now < due - _EPSILON:
+            self._ack_timer = self.node.runtime.call_later(
+                due - now, self._ack_timer_fired
+            )
+            return
+        self._kick()
 
     def _kick(self) -> None:
         """Start the task that sends owed control frames, unless it runs."""

@@ -783,7 +783,7 @@ class Node:
         new = link.session.accept(seq, len(items))
         if not new:
             return
-        link.received_numbered()
+        link.received_numbered(new)
         if quick:
             messages, mixed = quick
             if new < len(messages):
