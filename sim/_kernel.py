@@ -369,6 +369,43 @@ class SimFuture(simpy.Event, Generic[T]):
             # (None marks a processed event; simpy's annotation omits it.)
             self.callbacks = None  # type: ignore[assignment]
 
+    def _set_now(self) -> None:
+        """``set_result(None)``, running the waiters now rather than at their turn.
+
+        Only for the callback of a heap entry (an arrival) that has nothing
+        left to do: the ready queue is then empty, so the waiters would run
+        next anyway, and running them here spares the queue a round trip.
+        """
+        self._ok = True
+        self._value = None
+        callbacks = self.callbacks
+        # Processed, as the serving loop marks it.
+        self.callbacks = None  # type: ignore[assignment]
+        if not callbacks:
+            return
+        ready: deque[Any] = self.env._ready  # type: ignore[attr-defined]
+        if ready:
+            self.callbacks = callbacks
+            ready.append(self)
+            return
+        self.env.served += 1  # type: ignore[attr-defined]
+        for callback in callbacks:
+            callback(self)
+
+    def _reuse(self) -> bool:
+        """Make a future that resolved and whose waiters ran pending again.
+
+        For a future that only its owner hands out, such as a stream's
+        reader wake-up, so that waiting again allocates nothing. False,
+        and nothing done, if it is pending, failed, or its waiters have
+        yet to run.
+        """
+        if self.callbacks is not None or not self._ok or self._value is PENDING:
+            return False
+        self._value = PENDING
+        self.callbacks = []
+        return True
+
     def cancel(self, msg: Any | None = None) -> bool:
         if self._value is not PENDING:
             return False

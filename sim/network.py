@@ -336,9 +336,10 @@ class _Pipe:
         self.buffered += len(data)
 
     def wake_reader(self) -> None:
-        if self.reader is not None and not self.reader.done():
-            self.reader.set_result(None)
-        self.reader = None
+        # The future stays, for the reader to reuse (SimFuture._reuse).
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
     def wake_writer(self) -> None:
         if self.writer is not None and not self.writer.done():
@@ -823,8 +824,10 @@ class SimNetwork:
             pipe.buffered += size
         else:
             pipe.eof = True
-        if pipe.reader is not None:
-            pipe.wake_reader()
+        reader = pipe.reader
+        if reader is not None and not reader.done():
+            # The arrival and the reader's wake-up in one step.
+            reader._set_now()
 
     def _acknowledge(self, pipe: _Pipe, size: int) -> None:
         """Credit the sender's window, unless the way back is cut."""

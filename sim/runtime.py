@@ -325,9 +325,10 @@ class SimStream(Stream):
                 raise BrokenResourceError(str(pipe.error)) from pipe.error
             if pipe.eof:
                 return b""
-            if pipe.reader is None or pipe.reader.done():
-                pipe.reader = SimFuture(self._network.env)
-            await pipe.reader
+            reader = pipe.reader
+            if reader is None or (reader.done() and not reader._reuse()):
+                reader = pipe.reader = SimFuture(self._network.env)
+            await reader
         # Everything that arrived since the last read, up to max_bytes, in
         # one piece: a burst of segments costs the reader one wake-up.
         data = pipe.take(max_bytes)
