@@ -134,8 +134,18 @@ class Trace:
         self._add(f"{time:.9f} {kind} {' '.join(map(str, fields))}\n")
 
     def segment(self, time: float, cid: int, source: str, size: int) -> None:
-        """``record(time, "seg", cid, source, size)``, for the commonest line."""
-        self._add(f"{time:.9f} seg {cid} {source} {size}\n")
+        """``record(time, "seg", cid, source, size)``, for the commonest line.
+
+        ``_add`` written out: a line per delivered segment.
+        """
+        line = f"{time:.9f} seg {cid} {source} {size}\n"
+        pending = self._pending
+        pending.append(line)
+        self.count += 1
+        if self.lines is not None:
+            self.lines.append(line)
+        if len(pending) >= self._BATCH:
+            self._flush()
 
     def _add(self, line: str) -> None:
         pending = self._pending
@@ -772,8 +782,9 @@ class SimNetwork:
             return
         arrival = self._transit(path, len(data) + _SEGMENT_OVERHEAD, True)
         assert arrival is not None
-        arrival = max(arrival, pipe.last_arrival)
-        pipe.last_arrival = arrival
+        last = pipe.last_arrival
+        # In order: never before the segment sent ahead of it.
+        arrival = pipe.last_arrival = arrival if arrival > last else last
         self.env.call(arrival, self._arrive, (pipe, number, data, path, version))
 
     def _stall(self, pipe: _Pipe, number: int, data: bytes) -> None:
@@ -814,7 +825,10 @@ class SimNetwork:
             return
 
         size = len(data)
-        self._acknowledge(pipe, size)
+        if pipe.routed == self._version and pipe.back is not None:
+            pipe.in_flight -= size  # _acknowledge's usual case, written out
+        else:
+            self._acknowledge(pipe, size)
         stats = self._stats
         stats["segments"] += 1
         stats["segment_bytes"] += size

@@ -306,7 +306,8 @@ class SimStream(Stream):
         out = self._out
         network = self._network
         while True:
-            self._check_alive()
+            if self._closed or not self._life.alive:
+                self._check_alive()  # raises
             if out.error is not None:
                 raise BrokenResourceError(str(out.error)) from out.error
             if out.in_flight + out.buffered < network.window or not data:
@@ -320,7 +321,8 @@ class SimStream(Stream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         pipe = self._in
         while not pipe.buffered:
-            self._check_alive()
+            if self._closed or not self._life.alive:
+                self._check_alive()  # raises
             if pipe.error is not None:
                 raise BrokenResourceError(str(pipe.error)) from pipe.error
             if pipe.eof:
