@@ -250,7 +250,15 @@ class Queue(Generic[T]):
         while not self._items:
             if self._closed:
                 raise ClosedResourceError("queue is closed and drained")
-            await self._park(self._getters)
+            # _park, written out: a consumer that keeps up parks for every
+            # item, and a coroutine fewer per wait is noticeable there.
+            waiter: Future[None] = self._runtime.create_future()
+            self._getters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                self._unpark(waiter, self._getters)
+                raise
         return self.get_nowait()
 
     def drain(self) -> list[T]:
@@ -272,12 +280,16 @@ class Queue(Generic[T]):
         try:
             await waiter
         except BaseException:
-            # Cancelled after being woken: pass the wake-up on, or it is lost.
-            if waiter.done() and not waiter.cancelled():
-                self._wake(waiters)
-            elif waiter in waiters:
-                waiters.remove(waiter)
+            self._unpark(waiter, waiters)
             raise
+
+    def _unpark(self, waiter: Future[None], waiters: deque[Future[None]]) -> None:
+        """A parked task was interrupted: take it off ``waiters``."""
+        # Cancelled after being woken: pass the wake-up on, or it is lost.
+        if waiter.done() and not waiter.cancelled():
+            self._wake(waiters)
+        elif waiter in waiters:
+            waiters.remove(waiter)
 
     @staticmethod
     def _wake(waiters: deque[Future[None]]) -> None:
