@@ -1,6 +1,6 @@
 """Run every benchmark and write ``bench/results.json`` and ``bench/RESULTS.md``.
 
-    python bench/run.py            # the full run, about 15 minutes on 2 cores
+    python bench/run.py            # the full run, about 8 minutes on 2 cores
     python bench/run.py --quick    # a smoke test, under a minute
     python bench/run.py --only sim,memory
 
