@@ -44,11 +44,17 @@ def run_real(
     *,
     seed: int = 0,
     limit: float = 60.0,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
-    """Run ``main(network)`` in a fresh event loop; TimeoutError after ``limit``."""
+    """Run ``main(network)`` in a fresh event loop; TimeoutError after ``limit``.
+
+    ``loop_factory`` makes that loop, for instance ``uvloop.new_event_loop``;
+    by default it is asyncio's own.
+    """
 
     async def bounded() -> T:
         async with asyncio.timeout(limit):
             return await main(LoopbackNetwork(seed=seed))
 
-    return asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(bounded())

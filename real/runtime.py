@@ -265,6 +265,13 @@ class RealRuntime(Runtime):
         raw = protocol.transport
         assert raw is not None
         peer = _address(raw.get_extra_info("peername"))
+        # Under uvloop a transport starts reading only after connection_made,
+        # so the pause there does not hold the client's hello back: it may
+        # already sit in the plain protocol. It goes to the TLS protocol after
+        # that one's connection_made, which start_tls schedules below: a call
+        # scheduled now that schedules the hand-over lands behind it. Nothing
+        # can overtake the hello: the client waits for the server's answer.
+        self._loop.call_soon(self._loop.call_soon, _hand_over_early, protocol, raw)
         try:
             secured = await self._loop.start_tls(
                 raw,
@@ -297,6 +304,25 @@ class RealRuntime(Runtime):
             lambda: _DatagramProtocol(queue_size), local_addr=(host, port)
         )
         return RealDatagramEndpoint(protocol)
+
+
+def _hand_over_early(protocol: _StreamProtocol, raw: asyncio.Transport) -> None:
+    """Pass bytes read before a server-side start_tls to the TLS protocol."""
+    if not protocol.chunks or raw.is_closing():
+        return
+    early = b"".join(protocol.chunks)
+    protocol.chunks.clear()
+    protocol.buffered = 0
+    # Both loops' TLS protocols read through get_buffer and buffer_updated;
+    # uvloop's is no subclass of asyncio.BufferedProtocol, so no isinstance.
+    tls_protocol = cast(asyncio.BufferedProtocol, raw.get_protocol())
+    view = memoryview(early)
+    while view:
+        buffer = memoryview(tls_protocol.get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        tls_protocol.buffer_updated(size)
+        view = view[size:]
 
 
 class _StreamProtocol(asyncio.BufferedProtocol):
@@ -333,9 +359,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.pending_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport; not a subclass of asyncio.Transport under uvloop.
-        # Known gap: no test runs this backend under uvloop, which only the
-        # bench extra installs; the benchmark is what exercises it.
+        # A stream transport; not a subclass of asyncio.Transport under uvloop
+        # (tests/test_uvloop.py runs this backend on that loop too).
         self.transport = cast(asyncio.Transport, transport)
         if self._on_open is not None:
             self._on_open(self)

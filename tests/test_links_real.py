@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
+
 from chaski_actors import Node, Settings
 from chaski_actors.real.harness import run_real
 from chaski_actors.testing import eventually
@@ -66,7 +68,11 @@ class CuttingProxy:
             task.cancel()
 
 
-def test_cut_connections_lose_and_duplicate_nothing() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_cut_connections_lose_and_duplicate_nothing(loop: str) -> None:
+    loop_factory = None
+    if loop == "uvloop":
+        loop_factory = pytest.importorskip("uvloop").new_event_loop
     settings = Settings(
         reconnect_initial_s=0.01, reconnect_max_s=0.05, send_buffer_frames=4096
     )
@@ -107,7 +113,7 @@ def test_cut_connections_lose_and_duplicate_nothing() -> None:
         await b.stop()
         return got, reconnections, proxy.cuts
 
-    got, reconnections, cuts = run_real(main, limit=30.0)
+    got, reconnections, cuts = run_real(main, limit=30.0, loop_factory=loop_factory)
     assert got == list(range(count))  # no loss, no duplicate, in order
     assert cuts >= 8
     assert reconnections >= 3
