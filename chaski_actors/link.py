@@ -63,9 +63,10 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from ._eager import Rest, step
+from ._eager import step
 from .codec import HEADER_SIZE
 from .errors import BrokenResourceError, ClosedResourceError, ProtocolError
 from .metrics import RttEstimator
@@ -378,31 +379,29 @@ class Link:
 
     def _uncork(self) -> None:
         self._corked = self._open = False
-        if self._batch and self._flusher is None and not self._writing and self.ready:
-            # Written from this callback when the connection takes it at
-            # once, as it nearly always does; only a write that must wait
-            # for the connection gets a task to finish it.
-            rest = step(self._write_batches())
-            if rest is not None:
-                self._flusher = self.node.runtime.spawn(
-                    self._finish_flush(rest), name=f"flush-{self.peer.name}"
-                )
+        if self._batch:
+            self._start_flusher(at_once=True)
 
-    def _start_flusher(self) -> None:
-        if self._flusher is None and not self._writing and self.ready:
-            self._flusher = self.node.runtime.spawn(
-                self._flush(), name=f"flush-{self.peer.name}"
-            )
+    def _start_flusher(self, *, at_once: bool = False) -> None:
+        """Write the batches from a task; ``at_once``: from here if no wait.
 
-    async def _flush(self) -> None:
+        At the end of a turn the connection nearly always takes the batch
+        at once, and then it is written from the calling callback; only a
+        write that must wait for the connection gets a task to finish it.
+        """
+        if self._flusher is not None or self._writing or not self.ready:
+            return
+        coro = self._write_batches()
+        writing: Awaitable[None] | None = step(coro) if at_once else coro
+        if writing is None:
+            return  # all written already
+        self._flusher = self.node.runtime.spawn(
+            self._flush(writing), name=f"flush-{self.peer.name}"
+        )
+
+    async def _flush(self, writing: Awaitable[None]) -> None:
         try:
-            await self._write_batches()
-        finally:
-            self._flusher = None
-
-    async def _finish_flush(self, rest: Rest[None]) -> None:
-        try:
-            await rest
+            await writing
         finally:
             self._flusher = None
 

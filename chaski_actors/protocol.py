@@ -81,7 +81,6 @@ __all__ = [
     "Frame",
     "LinkProtocol",
     "LinkState",
-    "all_publishes",
     "check_frame",
     "check_numbered",
     "register_kind",
@@ -187,27 +186,6 @@ class Frame(NamedTuple):
 def check_frame(item: object) -> Frame:
     """Check one decoded frame against :data:`SCHEMAS`; ProtocolError if bad."""
     return _check(item)
-
-
-def all_publishes(items: list[Any]) -> bool:
-    """Whether ``items`` are all well-formed publishes ``[PUB, topic, data, time]``.
-
-    The common content of a numbered frame, checked without building a
-    :class:`Frame` for each: a caller that gets True may read the lists
-    directly. False says nothing about validity; :func:`check_numbered`
-    then has the final word.
-    """
-    for item in items:
-        if not (
-            type(item) is list
-            and len(item) == 4
-            and item[0] == PUB
-            and type(item[0]) is int
-            and type(item[1]) is str
-            and type(item[3]) in PUB_TIME_TYPES
-        ):
-            return False
-    return bool(items)
 
 
 def check_numbered(items: list[Any]) -> list[Frame]:

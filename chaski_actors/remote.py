@@ -527,7 +527,9 @@ class Remote:
                 async with self.runtime.timeout(deadline):
                     await gate.enter(self.runtime)
                     try:
-                        await self._send_call(link, call_id, payload, waiter, _NEVER)
+                        item = self._start_call(link, call_id, payload, waiter, _NEVER)
+                        if item is not None:
+                            await self._send_item(link, item)
                         return await waiter
                     finally:
                         gate.leave()
@@ -562,18 +564,6 @@ class Remote:
             raise
         finally:
             self._pending.pop(call_id, None)
-
-    async def _send_call(
-        self,
-        link: Link,
-        call_id: int,
-        payload: list[Any],
-        waiter: Future[Any],
-        due: float,
-    ) -> None:
-        item = self._start_call(link, call_id, payload, waiter, due)
-        if item is not None:
-            await self._send_item(link, item)
 
     def _start_call(
         self,

@@ -549,13 +549,9 @@ class RealStream(Stream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         protocol = self._protocol
         while not protocol.chunks:
-            if self._closed:
-                raise ClosedResourceError("stream was closed")
-            if protocol.error is not None:
-                raise BrokenResourceError(
-                    f"connection to {self._peer[0]}:{self._peer[1]} broke: "
-                    f"{protocol.error}"
-                ) from protocol.error
+            error = self.end_error()
+            if error is not None:
+                raise error
             if protocol.eof:
                 return b""
             reader = protocol.loop.create_future()

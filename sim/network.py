@@ -134,18 +134,8 @@ class Trace:
         self._add(f"{time:.9f} {kind} {' '.join(map(str, fields))}\n")
 
     def segment(self, time: float, cid: int, source: str, size: int) -> None:
-        """``record(time, "seg", cid, source, size)``, for the commonest line.
-
-        ``_add`` written out: a line per delivered segment.
-        """
-        line = f"{time:.9f} seg {cid} {source} {size}\n"
-        pending = self._pending
-        pending.append(line)
-        self.count += 1
-        if self.lines is not None:
-            self.lines.append(line)
-        if len(pending) >= self._BATCH:
-            self._flush()
+        """``record(time, "seg", cid, source, size)``, for the commonest line."""
+        self._add(f"{time:.9f} seg {cid} {source} {size}\n")
 
     def _add(self, line: str) -> None:
         pending = self._pending

@@ -42,7 +42,6 @@ from chaski_actors.protocol import (
     SEQ,
     LinkProtocol,
     LinkState,
-    all_publishes,
     check_numbered,
 )
 from chaski_actors.remote import Remote
@@ -177,16 +176,11 @@ def test_link_protocol(data: bytes, where: list[int], greeted: bool) -> None:
 @FUZZ
 @given(st.lists(frame_values(), max_size=5))
 def test_numbered_frames_inside(items: list[Any]) -> None:
-    quick = all_publishes(items)
     try:
         checked = check_numbered(items)
     except ProtocolError:
-        assert not quick
         return
     assert len(checked) == len(items) > 0
-    # The quick test for publishes accepts nothing the full check refuses.
-    if quick:
-        assert [[f.kind, *f.fields] for f in checked] == items
     assert all(frame.kind in SCHEMAS and frame.kind != SEQ for frame in checked)
 
 
