@@ -273,6 +273,41 @@ class Link:
         self._cork()
         return True
 
+    def send_one_now(self, kind: int, *fields: Any) -> bytes | None:
+        """Encode, number and write one frame alone, if that needs no waiting.
+
+        :meth:`send_now` for a frame not yet encoded: the frame and its
+        numbered frame are encoded in one go. Returns the frame's item (what
+        :meth:`LinkProtocol.encode_item` gives), or None if nothing was
+        sent; the caller then encodes the frame itself, which also says
+        what is wrong with a frame that cannot be encoded.
+        """
+        stream = self.stream
+        session = self.session
+        if (
+            self._corked
+            or self._writing
+            or self._batch
+            or not self.ready
+            or self.closed
+            or stream is None
+            or session.held >= session.capacity
+        ):
+            return None
+        numbered = self.protocol.encode_numbered_one(
+            session.next_seq, session.received, [kind, *fields]
+        )
+        if numbered is None:
+            return None
+        frame, start = numbered
+        if len(frame) - start > self._largest_item or not stream.try_send(frame):
+            return None
+        session.ack_owed = 0  # paid by the ack the frame carries
+        session.push(frame, 1)
+        self._count_out(frame)
+        self._cork()
+        return frame[start:]
+
     async def send_item(self, item: bytes | memoryview) -> None:
         """Number an encoded frame, keep it until acknowledged, send it if up.
 

@@ -203,7 +203,10 @@ class NodeStatistics:
 # A sink takes messages of one topic, in order, several at a time when one
 # numbered frame carried several.
 MessageSink = Callable[[list[Message]], Awaitable[None]]
-FrameHandler = Callable[["Link", Frame], Awaitable[None]]
+# A frame handler is a coroutine function, or a plain function that returns
+# None: one that never waits (a remote call's answer, say) saves making and
+# driving a coroutine for every frame.
+FrameHandler = Callable[["Link", Frame], Awaitable[None] | None]
 DatagramHandler = Callable[["Link", Frame], None]
 LinkWatcher = Callable[["Link", str], None]
 
@@ -773,11 +776,20 @@ class Node:
             handler = self._handlers.get(kind)
             if handler is None:
                 raise ProtocolError(f"no handler for frame {frame.name}")
-            await handler(link, frame)
+            waiting = handler(link, frame)
+            if waiting is not None:
+                await waiting
 
     async def _numbered(self, link: Link, seq: int, ack: int, items: list[Any]) -> None:
         source = link.peer.name
-        quick = _publish_messages(items, source, self.runtime.now)
+        first = items[0] if items else None
+        # Publishes come in runs; anything else (a remote call or its
+        # answer, mostly) comes alone and skips the publishes' quick pass.
+        quick = (
+            _publish_messages(items, source, self.runtime.now)
+            if type(first) is list and first and first[0] == PUB
+            else None
+        )
         frames = [] if quick else check_numbered(items)
         link.acknowledged(ack)
         new = link.session.accept(seq, len(items))
@@ -796,10 +808,12 @@ class Node:
 
         # Anything but a publish is handled in its place, after the
         # publishes before it.
-        now = self.runtime.now()
+        now: float | None = None  # read once, and only for a publish
         run: list[Message] = []
         for frame in frames[len(frames) - new :]:
             if frame.kind == PUB:
+                if now is None:
+                    now = self.runtime.now()
                 topic, data, sent_at = frame.fields
                 run.append(_new_message(Message, (topic, data, source, sent_at, now)))
                 continue
@@ -809,10 +823,12 @@ class Node:
             # A higher layer's kind (a remote call, say) goes straight to
             # its handler, without the node's own kinds tested first.
             handler = self._handlers.get(frame.kind)
-            if handler is not None:
-                await handler(link, frame)
-            else:
+            if handler is None:
                 await self._dispatch(link, frame)
+                continue
+            waiting = handler(link, frame)
+            if waiting is not None:
+                await waiting
         if run:
             await self._deliver_runs(run)
 

@@ -43,6 +43,7 @@ The transitions are the table :data:`TRANSITIONS`.
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -51,6 +52,7 @@ from .codec import (
     DEFAULT_EXT,
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
+    PROTOCOL_VERSION,
     ExtTypes,
     FrameDecoder,
     array_header,
@@ -341,6 +343,32 @@ class LinkProtocol:
         head = [_SEQ_HEAD, pack_uint(seq), pack_uint(ack), array_header(len(items))]
         return join_frame([*head, *items], max_frame_size=self._max_frame_size)
 
+    def encode_numbered_one(
+        self, seq: int, ack: int, frame: list[Any]
+    ) -> tuple[bytes, int] | None:
+        """:meth:`encode_numbered` of one frame, from its fields, in one go.
+
+        ``frame`` is ``[kind, field, ...]``. The bytes are those that
+        :meth:`encode_item` and :meth:`encode_numbered` make in two steps
+        (msgpack packs a nested array exactly as it packs it alone), but
+        one call into msgpack makes them, which is a good part of the cost
+        of a lone remote call or answer. Returns the numbered frame and
+        where the frame's own item starts in it, or None if ``frame``
+        cannot be encoded or is over the size limit: the two steps then say
+        what is wrong.
+        """
+        try:
+            payload = self._pack([SEQ, seq, ack, [frame]])
+        except (TypeError, ValueError, OverflowError):
+            return None
+        length = len(payload) + 1
+        if length > self._max_frame_size:
+            return None
+        start = HEADER_SIZE + 1 + len(_SEQ_HEAD)
+        start += _uint_size(payload[start - HEADER_SIZE - 1])
+        start += _uint_size(payload[start - HEADER_SIZE - 1]) + 1
+        return _LENGTH_AND_VERSION.pack(length, PROTOCOL_VERSION) + payload, start
+
     def reacknowledge(self, frame: bytes, ack: int) -> bytes:
         """A numbered frame made by :meth:`encode_numbered`, with a new ``ack``.
 
@@ -406,6 +434,9 @@ def _uint_size(first: int) -> int:
 
 # By the first byte: uint 8, 16, 32 and 64; a positive fixint is one byte.
 _UINT_SIZES: Final = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+
+# A frame's length and version, as the codec writes them.
+_LENGTH_AND_VERSION: Final = struct.Struct(">IB")
 
 # A numbered frame is a four-element array that starts with the kind SEQ.
 _SEQ_HEAD: Final = array_header(4) + pack_uint(SEQ)

@@ -579,11 +579,15 @@ class Remote:
         """
         if link.closed:
             raise LinkLostError(f"link to {link.peer.name} closed before the call")
+        # Registered first: the quick send below is the whole send.
+        self._pending[call_id] = (link.peer.name, waiter, due)
+        if link.send_one_now(CALL, payload) is not None:
+            self._calls_out += 1
+            return None
         try:
             item = link.protocol.encode_item(CALL, payload)
         except ProtocolError as exc:
             raise ConfigError(f"cannot send call to {link.peer.name}: {exc}") from exc
-        self._pending[call_id] = (link.peer.name, waiter, due)
         self._calls_out += 1
         if link.offer(item) or link.send_now(item):
             return None  # sent, or joined the batch that leaves when the turn ends
@@ -643,7 +647,7 @@ class Remote:
         if not link.closed:
             self.runtime.spawn(send(), name=f"cancel-{call_id}")
 
-    async def _on_result(self, link: Link, frame: Frame) -> None:
+    def _on_result(self, link: Link, frame: Frame) -> None:
         call_id, value = frame.fields
         pending = self._pending.get(call_id)
         # Only the peer that was asked may answer.
@@ -654,7 +658,7 @@ class Remote:
         if not waiter.done():
             waiter.set_result(value)
 
-    async def _on_failure(self, link: Link, frame: Frame) -> None:
+    def _on_failure(self, link: Link, frame: Frame) -> None:
         call_id, code, remote_type, message = frame.fields
         pending = self._pending.get(call_id) if type(call_id) is int else None
         if pending is None or pending[0] != link.peer.name:
@@ -678,7 +682,7 @@ class Remote:
 
     # -- answering -------------------------------------------------------------
 
-    async def _on_call(self, link: Link, frame: Frame) -> None:
+    def _on_call(self, link: Link, frame: Frame) -> None:
         payload = frame.fields[0]
         self._calls_in += 1
         try:
@@ -714,7 +718,7 @@ class Remote:
             self._reply(link, request.call_id, answer)
 
     def _call(self, link: Link, key: Key, request: CallRequest) -> bytes | None:
-        """Call the method; its answer, or None if a task awaits its result.
+        """Call the method; its answer, or None if it was sent or a task awaits it.
 
         A plain method runs here, in the reader, like an attribute read: a
         task of its own would cost a wake-up of the event loop and would
@@ -741,7 +745,12 @@ class Remote:
             self.book.cancel(key)
             raise
         if not _is_awaitable(value):
-            return self._result(request.call_id, value)
+            # The usual answer goes out encoded and numbered in one go.
+            item = link.send_one_now(RESULT, request.call_id, value)
+            if item is None:
+                return self._result(request.call_id, value)
+            self.book.finish(key, item)
+            return None
 
         task = self.runtime.spawn(
             self._await(link.peer.name, key, request),
@@ -899,7 +908,7 @@ class Remote:
             with contextlib.suppress(BrokenResourceError, ClosedResourceError):
                 await link.send_item(refusal)
 
-    async def _on_cancel(self, link: Link, frame: Frame) -> None:
+    def _on_cancel(self, link: Link, frame: Frame) -> None:
         self._stop((link.peer.node_id, frame.fields[0]))
 
     # -- statistics ------------------------------------------------------------

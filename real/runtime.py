@@ -114,6 +114,14 @@ class RealRuntime(Runtime):
         self._scratch = memoryview(bytearray(_READ_CHUNK))
         # What waits for the end of the current turn of the loop.
         self._turn_end: list[Callable[[], None]] = []
+        # The node reads the clock several times per message, so ``now`` is
+        # the loop's clock itself, not a method that calls it: asyncio's
+        # loop reads time.monotonic (called here directly, without the
+        # loop's method around it), uvloop's has a clock of its own in C.
+        clock = self._loop.time
+        if type(self._loop).time is asyncio.BaseEventLoop.time:
+            clock = time.monotonic
+        self.now = clock  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"<RealRuntime {self._host} tasks={len(self._tasks)}>"

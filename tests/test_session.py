@@ -219,6 +219,35 @@ def test_a_resent_frame_gets_a_new_ack_and_keeps_the_rest(
     assert decode_frame(protocol.reacknowledge(frame, new_ack)) == expected
 
 
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+        lambda inner: st.lists(inner, max_size=4),
+        max_leaves=8,
+    ),
+)
+def test_a_frame_numbered_in_one_go_has_the_bytes_of_two_steps(
+    seq: int, ack: int, value: object
+) -> None:
+    protocol = LinkProtocol()
+    numbered = protocol.encode_numbered_one(seq, ack, [PUB, "t", value, 0.5])
+    assert numbered is not None
+    frame, start = numbered
+    item = protocol.encode_item(PUB, "t", value, 0.5)
+    assert frame == protocol.encode_numbered(seq, ack, [item])
+    assert frame[start:] == item
+
+
+def test_a_frame_that_cannot_be_numbered_in_one_go_is_left_to_two_steps() -> None:
+    protocol = LinkProtocol(max_frame_size=100)
+    assert protocol.encode_numbered_one(1, 0, [PUB, "t", object(), 0.5]) is None
+    assert protocol.encode_numbered_one(1, 0, [PUB, "t", b"x" * 100, 0.5]) is None
+    with pytest.raises(ProtocolError):
+        protocol.encode_item(PUB, "t", b"x" * 100, 0.5)
+
+
 def test_phi_accrual_suspects_sooner_on_a_steady_link() -> None:
     from chaski_actors.failure import PhiAccrualDetector, TimeoutDetector
 
