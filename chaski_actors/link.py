@@ -410,7 +410,7 @@ class Link:
         """Keep what is sent from now on for a batch at the end of the turn."""
         self._corked = True
         self._open = self.ready and not self.closed
-        self.node.runtime.call_soon(self._uncork)
+        self.node.runtime.at_turn_end(self._uncork)
 
     def _uncork(self) -> None:
         self._corked = self._open = False
@@ -453,9 +453,13 @@ class Link:
             await stream.send(data)
 
     def _count_out(self, data: bytes) -> None:
-        self.protocol.sent(data)
+        # LinkProtocol.sent, written out: this runs for every frame sent.
+        size = len(data)
+        protocol = self.protocol
+        protocol.frames_out += 1
+        protocol.bytes_out += size
         self.frames_out += 1
-        self.bytes_out += len(data)
+        self.bytes_out += size
         self.last_sent = self.node.runtime.now()
 
     def count_in(self, data: bytes, frames: int) -> None:

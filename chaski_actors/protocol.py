@@ -364,9 +364,11 @@ class LinkProtocol:
         length = len(payload) + 1
         if length > self._max_frame_size:
             return None
-        start = HEADER_SIZE + 1 + len(_SEQ_HEAD)
-        start += _uint_size(payload[start - HEADER_SIZE - 1])
-        start += _uint_size(payload[start - HEADER_SIZE - 1]) + 1
+        # Where the item starts: past the head, the two numbers (their
+        # sizes told by their first bytes) and the list's one-byte header.
+        start = len(_SEQ_HEAD)
+        start += _UINT_SIZES.get(payload[start], 1)
+        start += _UINT_SIZES.get(payload[start], 1) + 1 + HEADER_SIZE + 1
         return _LENGTH_AND_VERSION.pack(length, PROTOCOL_VERSION) + payload, start
 
     def reacknowledge(self, frame: bytes, ack: int) -> bytes:
@@ -403,6 +405,21 @@ class LinkProtocol:
         frames = []
         try:
             for item in items:
+                # Nearly every frame is numbered, on an open link: its
+                # check, written out; anything else takes the general one.
+                if (
+                    self.state is LinkState.OPEN
+                    and type(item) is list
+                    and len(item) == 4
+                    and item[0] == SEQ
+                    and type(item[0]) is int
+                    and type(item[1]) is int
+                    and type(item[2]) is int
+                    and type(item[3]) is list
+                ):
+                    fields = (item[1], item[2], item[3])
+                    frames.append(_new_frame(Frame, (SEQ, fields)))
+                    continue
                 frame = _check(item)
                 # An open link stays open for every kind that has no
                 # transition of its own: decided without a table lookup.

@@ -218,7 +218,10 @@ def parse_call(payload: object) -> CallRequest:
     if not isinstance(path, list) or len(path) > MAX_PATH:
         raise MalformedCallError(f"path must be an array of at most {MAX_PATH} names")
     for name in path:
-        if not _is_name(name):
+        # _is_name, written out: every call has a path.
+        if not (
+            type(name) is str and 0 < len(name) <= MAX_NAME and name.isidentifier()
+        ):
             raise MalformedCallError("every name in a path must be a Python identifier")
     if not isinstance(args, list):
         raise MalformedCallError("positional arguments must be an array")
@@ -230,7 +233,13 @@ def parse_call(payload: object) -> CallRequest:
     if not path and op != "describe":
         raise MalformedCallError(f"a {op} needs a path of at least one name")
 
-    return CallRequest(call_id, op, target, tuple(path), tuple(args), kwargs)
+    return _new_request(
+        CallRequest, (call_id, op, target, tuple(path), tuple(args), kwargs)
+    )
+
+
+# Building the tuple directly skips the named tuple's __new__ in Python.
+_new_request = tuple.__new__
 
 
 def _is_name(value: object, *, dotted: bool = False) -> bool:
@@ -538,7 +547,8 @@ class Remote:
                 # once, and the sweep (not a timer of its own) keeps the
                 # deadline of the answer.
                 due = self.runtime.now() + deadline
-                self._watch(due, deadline)
+                if due < self._sweep_due:
+                    self._watch(due, deadline)
                 item = self._start_call(link, call_id, payload, waiter, due)
                 if item is not None:
                     blocked = step(self._send_item(link, item))

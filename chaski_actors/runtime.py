@@ -327,6 +327,13 @@ class Runtime(abc.ABC):
         """
         return self.call_later(0.0, callback)
 
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        """:meth:`call_soon` for a callback that is never cancelled.
+
+        A backend may run it more cheaply, without a timer to hand back.
+        """
+        self.call_soon(callback)
+
     @abc.abstractmethod
     def wall_clock(self) -> float:
         """Seconds since the Unix epoch, for certificate validity windows.

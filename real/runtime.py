@@ -17,7 +17,10 @@ chunks the transport delivered and hand a lone chunk over without copying.
 Everything that waits for the end of a turn (the corks of every connection
 and every link, :meth:`RealRuntime.call_soon`) waits in one list that a
 single loop callback runs: each callback of the loop's own costs a turn's
-worth of bookkeeping, and a remote call used to pay for four of them.
+worth of bookkeeping, and a remote call used to pay for four of them. A
+read callback counts as a turn of its own, and what it leaves due runs as
+it returns: a node answering a call from there then costs the loop no
+further pass.
 
 A link's reader is not a task. :meth:`RealStream.consume` hands each read to
 the node from the protocol's data callback and finishes in a task only the
@@ -112,8 +115,10 @@ class RealRuntime(Runtime):
         # Shared by every stream of this runtime: a read copies out of it at
         # once, before the loop can run another read (see the module essay).
         self._scratch = memoryview(bytearray(_READ_CHUNK))
-        # What waits for the end of the current turn of the loop.
+        # What waits for the end of the current turn of the loop, and how
+        # many read callbacks are running (see at_turn_end).
         self._turn_end: list[Callable[[], None]] = []
+        self._reading = 0
         # The node reads the clock several times per message, so ``now`` is
         # the loop's clock itself, not a method that calls it: asyncio's
         # loop reads time.monotonic (called here directly, without the
@@ -145,11 +150,21 @@ class RealRuntime(Runtime):
         return soon
 
     def at_turn_end(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when this turn of the loop is over (see the essay)."""
+        """Run ``callback`` when this turn of the loop is over (see the essay).
+
+        A read callback is a turn of its own: what it leaves due runs when
+        it returns (:meth:`_read_done`), not from a loop callback, which
+        would cost the loop another pass for each answer a node sends.
+        """
         due = self._turn_end
-        if not due:
+        if not due and not self._reading:
             self._loop.call_soon(self._turn_ended)
         due.append(callback)
+
+    def _read_done(self) -> None:
+        self._reading -= 1
+        if not self._reading and self._turn_end:
+            self._turn_ended()
 
     def _turn_ended(self) -> None:
         due = self._turn_end
@@ -202,7 +217,7 @@ class RealRuntime(Runtime):
         context = _tls.client_context(tls) if tls is not None else None
         try:
             transport, protocol = await self._loop.create_connection(
-                lambda: _StreamProtocol(self._scratch, self.at_turn_end),
+                lambda: _StreamProtocol(self),
                 host,
                 port,
                 ssl=context,
@@ -255,7 +270,7 @@ class RealRuntime(Runtime):
             )
 
         server = await self._loop.create_server(
-            lambda: _StreamProtocol(self._scratch, self.at_turn_end, on_open=accepted),
+            lambda: _StreamProtocol(self, on_open=accepted),
             host,
             port,
         )
@@ -336,13 +351,13 @@ def _hand_over_early(protocol: _StreamProtocol, raw: asyncio.Transport) -> None:
 class _StreamProtocol(asyncio.BufferedProtocol):
     def __init__(
         self,
-        scratch: memoryview,
-        at_turn_end: Callable[[Callable[[], None]], None],
+        runtime: RealRuntime,
         on_open: Callable[[_StreamProtocol], None] | None = None,
     ) -> None:
         self._on_open = on_open
-        self._scratch = scratch
-        self._at_turn_end = at_turn_end
+        self._runtime = runtime
+        self._scratch = runtime._scratch
+        self._at_turn_end = runtime.at_turn_end
         # Kept, because asyncio.get_running_loop() asks the OS for the
         # process id on every call.
         self.loop = asyncio.get_running_loop()
@@ -379,10 +394,15 @@ class _StreamProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         data = self._scratch[:nbytes].tobytes()
         consumer = self.consumer
-        if consumer is not None:
-            consumer.feed(data)
-        else:
+        if consumer is None:
             self.data_received(data)
+            return
+        runtime = self._runtime
+        runtime._reading += 1
+        try:
+            consumer.feed(data)
+        finally:
+            runtime._read_done()
 
     def data_received(self, data: bytes) -> None:
         if self.consumer is not None:
