@@ -661,6 +661,11 @@ class FrameDecoder:
                 f"({self._error}); close this connection and open a new one"
             )
 
+        if not self._buffer:
+            value = self._decode_whole(data)
+            if value is not _NOT_WHOLE:
+                return [value], None
+
         self._buffer += data
         values: list[object] = []
         try:
@@ -679,6 +684,41 @@ class FrameDecoder:
             self._break(error)
             return values, error
         return values, None
+
+    def _decode_whole(self, data: bytes | bytearray | memoryview) -> object:
+        """The value of ``data`` if it is exactly one good frame, else _NOT_WHOLE.
+
+        A read holds exactly one frame more often than not (a remote call,
+        its answer), and then the buffer is not needed. Anything else, good
+        or bad, is left to the general path, which says what is wrong.
+        """
+        size = len(data) - HEADER_SIZE - 1
+        if size < 0:
+            return _NOT_WHOLE
+        length, version = _LENGTH_AND_VERSION.unpack_from(data)
+        if (
+            length != size + 1
+            or length > self._max_frame_size
+            or version != PROTOCOL_VERSION
+        ):
+            return _NOT_WHOLE
+        try:
+            value = msgpack.unpackb(
+                memoryview(data)[HEADER_SIZE + 1 :],
+                raw=False,
+                timestamp=_TIMESTAMP_AS_DATETIME,
+                ext_hook=self._ext_hook,
+                max_str_len=size,
+                max_bin_len=size,
+                max_ext_len=size,
+                max_array_len=size,
+                max_map_len=size // 2,
+            )
+        except Exception:
+            return _NOT_WHOLE
+        self._frames += 1
+        self._bytes += len(data)
+        return value
 
     def _break(self, error: ProtocolError) -> None:
         # Nothing buffered can be trusted any more, so let the memory go.
@@ -740,6 +780,11 @@ class FrameDecoder:
             del buffer[:offset]
             self._frames += len(values)
             self._bytes += offset
+
+
+# What FrameDecoder._decode_whole returns for data it leaves to the general
+# path (None is a value a frame may hold).
+_NOT_WHOLE: Final = object()
 
 
 def _length_error(length: int, max_frame_size: int) -> ProtocolError:

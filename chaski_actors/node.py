@@ -707,7 +707,9 @@ class Node:
                 if frame.kind == SEQ:
                     # Nearly every frame: straight there, a call fewer.
                     fields = frame.fields
-                    await self._numbered(link, fields[0], fields[1], fields[2])
+                    waiting = self._numbered(link, fields[0], fields[1], fields[2])
+                    if waiting is not None:
+                        await waiting
                 else:
                     await self._dispatch(link, frame)
             if error is not None:
@@ -745,7 +747,9 @@ class Node:
     async def _dispatch(self, link: Link, frame: Frame) -> None:
         kind, fields = frame.kind, frame.fields
         if kind == SEQ:
-            await self._numbered(link, fields[0], fields[1], fields[2])
+            waiting = self._numbered(link, fields[0], fields[1], fields[2])
+            if waiting is not None:
+                await waiting
         elif kind in (ACK, HEARTBEAT):
             link.acknowledged(fields[0])
         elif kind == PUB:
@@ -780,11 +784,34 @@ class Node:
             if waiting is not None:
                 await waiting
 
-    async def _numbered(self, link: Link, seq: int, ack: int, items: list[Any]) -> None:
+    def _numbered(
+        self, link: Link, seq: int, ack: int, items: list[Any]
+    ) -> Awaitable[None] | None:
+        """Take a numbered frame; what this returns, unless None, is awaited.
+
+        A lone frame of a higher layer's kind (a remote call or its answer,
+        mostly) goes to its handler from here, without a coroutine of the
+        node's own: a handler that does not wait then costs none at all.
+        """
+        first = items[0] if len(items) == 1 else None
+        if type(first) is list and first and type(first[0]) is int:
+            handler = self._handlers.get(first[0])
+            if handler is not None:
+                frame = check_numbered(items)[0]
+                link.acknowledged(ack)
+                if not link.session.accept(seq, 1):
+                    return None
+                link.received_numbered(1)
+                return handler(link, frame)
+        return self._numbered_frames(link, seq, ack, items)
+
+    async def _numbered_frames(
+        self, link: Link, seq: int, ack: int, items: list[Any]
+    ) -> None:
         source = link.peer.name
         first = items[0] if items else None
-        # Publishes come in runs; anything else (a remote call or its
-        # answer, mostly) comes alone and skips the publishes' quick pass.
+        # Publishes come in runs; anything else comes alone (see above) or
+        # mixed with them, and skips the publishes' quick pass.
         quick = (
             _publish_messages(items, source, self.runtime.now)
             if type(first) is list and first and first[0] == PUB

@@ -127,6 +127,8 @@ class RealRuntime(Runtime):
         if type(self._loop).time is asyncio.BaseEventLoop.time:
             clock = time.monotonic
         self.now = clock  # type: ignore[method-assign]
+        # Likewise, as every remote call makes a future.
+        self.create_future = self._loop.create_future  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"<RealRuntime {self._host} tasks={len(self._tasks)}>"

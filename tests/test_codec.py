@@ -130,6 +130,17 @@ def test_many_frames_in_one_read() -> None:
     assert got == [{"seq": i} for i in range(10_000)]
 
 
+def test_frames_that_each_fill_a_read_are_counted_like_any_other() -> None:
+    frames = [encode_frame(value) for value in (None, "x", [1, {"a": b"b"}])]
+    decoder = FrameDecoder(max_frame_size=100)
+
+    got = [decoder.feed(frame) for frame in frames]
+
+    assert got == [[None], ["x"], [[1, {"a": b"b"}]]]
+    size = sum(map(len, frames))
+    assert decoder.statistics() == DecoderStatistics(3, size, 0)
+
+
 def test_statistics_and_repr_describe_the_state() -> None:
     frame = encode_frame("hello")
     decoder = FrameDecoder(max_frame_size=100)
