@@ -695,14 +695,44 @@ class Node:
 
     # -- reading -------------------------------------------------------------
 
-    async def _on_data(
+    def _on_data(
         self, link: Link, stream: Stream, protocol: LinkProtocol, data: bytes
-    ) -> bool:
-        """Handle what arrived on ``stream``; False once reading must stop."""
+    ) -> bool | Coroutine[Any, Any, bool]:
+        """Handle what arrived on ``stream``; False once reading must stop.
+
+        A read that holds one numbered frame whose handling does not wait
+        (a remote call, its answer) is handled without a coroutine; any
+        other read, and the rest of one that must wait, goes to
+        :meth:`_read_on`, which returns the same answer when awaited.
+        """
+        frames, error = protocol.receive_data(data)
+        if link.stream is stream:
+            link.count_in(data, len(frames))
+        if error is not None or len(frames) != 1 or frames[0].kind != SEQ:
+            return self._read_on(link, stream, protocol, frames=frames, error=error)
+        fields = frames[0].fields
         try:
-            frames, error = protocol.receive_data(data)
-            if link.stream is stream:
-                link.count_in(data, len(frames))
+            waiting = self._numbered(link, fields[0], fields[1], fields[2])
+        except (ProtocolError, BrokenResourceError, ClosedResourceError) as exc:
+            return self._read_on(link, stream, protocol, error=exc)
+        if waiting is not None:
+            return self._read_on(link, stream, protocol, waiting=waiting)
+        return True  # a numbered frame leaves the protocol's state as it was
+
+    async def _read_on(
+        self,
+        link: Link,
+        stream: Stream,
+        protocol: LinkProtocol,
+        *,
+        waiting: Awaitable[None] | None = None,
+        frames: tuple[Frame, ...] | list[Frame] = (),
+        error: Exception | None = None,
+    ) -> bool:
+        """The rest of :meth:`_on_data`: ``waiting``, ``frames``, then ``error``."""
+        try:
+            if waiting is not None:
+                await waiting
             for frame in frames:
                 if frame.kind == SEQ:
                     # Nearly every frame: straight there, a call fewer.

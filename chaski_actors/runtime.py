@@ -34,6 +34,7 @@ from .errors import BrokenResourceError, ClosedResourceError
 
 __all__ = [
     "Address",
+    "DataHandler",
     "DatagramEndpoint",
     "Future",
     "Listener",
@@ -165,6 +166,11 @@ class TlsConfig:
         )
 
 
+# What Stream.consume hands each piece to: whether to go on reading, or a
+# coroutine that says so (see Stream.consume).
+DataHandler = Callable[[bytes], bool | Coroutine[Any, Any, bool]]
+
+
 class Stream(abc.ABC):
     """A reliable, ordered byte stream: a TCP connection, real or simulated."""
 
@@ -206,15 +212,18 @@ class Stream(abc.ABC):
     def consume(
         self,
         runtime: Runtime,
-        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_data: DataHandler,
         on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
         *,
         name: str,
     ) -> Task[None]:
         """Hand everything that arrives to ``on_data``, one piece at a time.
 
-        Reading stops when ``on_data`` returns False. At the end of the
-        stream ``on_end`` gets None, or the :class:`BrokenResourceError` or
+        ``on_data`` returns whether to go on reading, or a coroutine that
+        says so once awaited, when handling the piece must wait: a piece
+        handled at once then costs no coroutine. Reading stops when
+        ``on_data`` says False. At the end of the stream ``on_end`` gets
+        None, or the :class:`BrokenResourceError` or
         :class:`ClosedResourceError` that :meth:`receive` would have raised.
         Cancelling the returned task stops the reading and calls neither.
 
@@ -230,12 +239,13 @@ class Stream(abc.ABC):
 
     async def _read_into(
         self,
-        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_data: DataHandler,
         on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
     ) -> None:
         try:
             while data := await self.receive(_CONSUME_SIZE):
-                if not await on_data(data):
+                handled = on_data(data)
+                if not (handled if isinstance(handled, bool) else await handled):
                     return
         except (BrokenResourceError, ClosedResourceError) as exc:
             await on_end(exc)

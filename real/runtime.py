@@ -65,6 +65,7 @@ from chaski_actors.errors import (
 from chaski_actors.runtime import (
     Address,
     DatagramEndpoint,
+    DataHandler,
     Future,
     Listener,
     Runtime,
@@ -597,7 +598,7 @@ class RealStream(Stream):
     def consume(
         self,
         runtime: Runtime,
-        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_data: DataHandler,
         on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
         *,
         name: str,
@@ -685,7 +686,7 @@ class _Consumer:
         self,
         stream: RealStream,
         runtime: Runtime,
-        on_data: Callable[[bytes], Coroutine[Any, Any, bool]],
+        on_data: DataHandler,
         on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
         name: str,
     ) -> None:
@@ -739,7 +740,15 @@ class _Consumer:
         if self._task is not None:
             self._waiting.append(data)
             return
-        coro = self._on_data(data)
+        try:
+            coro = self._on_data(data)
+        except Exception as exc:
+            self._crashed(exc)
+            return
+        if isinstance(coro, bool):
+            if not coro:
+                self._stop()
+            return
         try:
             waiting_on = coro.send(None)
         except StopIteration as stop:
@@ -771,7 +780,8 @@ class _Consumer:
         try:
             keep = True if rest is None else await rest
             while keep and self._waiting:
-                keep = await self._on_data(self._waiting.popleft())
+                handled = self._on_data(self._waiting.popleft())
+                keep = handled if isinstance(handled, bool) else await handled
             if not keep:
                 self._stop()
             elif self._ended:
