@@ -85,6 +85,7 @@ from .protocol import (
     PUB_TIME_TYPES,
     SEQ,
     SUB,
+    UNNUMBERED,
     UNSUB,
     Frame,
     LinkProtocol,
@@ -827,7 +828,9 @@ class Node:
         if type(first) is list and first and type(first[0]) is int:
             handler = self._handlers.get(first[0])
             if handler is not None:
-                frame = check_numbered(items)[0]
+                # check_numbered's work for one frame: the kinds that cannot
+                # be numbered are the node's own, which have no handler here.
+                frame = check_frame(first)
                 link.acknowledged(ack)
                 if not link.session.accept(seq, 1):
                     return None
@@ -1414,7 +1417,7 @@ class Node:
         """Let a higher layer handle frames of ``kind`` received on any link."""
         if kind in self._handlers:
             raise ValueError(f"frame kind {kind} already has a handler")
-        if kind in _NODE_KINDS:
+        if kind in _NODE_KINDS or kind in UNNUMBERED:
             raise ValueError(f"frame kind {kind} is the node's own")
         self._handlers[kind] = handler
 

@@ -754,7 +754,7 @@ class Remote:
         except BaseException:
             self.book.cancel(key)
             raise
-        if not _is_awaitable(value):
+        if type(value) in _PLAIN or not inspect.isawaitable(value):
             # The usual answer goes out encoded and numbered in one go.
             item = link.send_one_now(RESULT, request.call_id, value)
             if item is None:
@@ -943,11 +943,9 @@ def _dotted(request: CallRequest) -> str:
     return ".".join((request.target, *request.path))
 
 
-def _is_awaitable(value: object) -> bool:
-    # Most methods return plain data; only other values are worth asking.
-    return type(value) not in _PLAIN and inspect.isawaitable(value)
-
-
+# The types of plain data, which a method's value is first tested against:
+# most methods return one, and only other values are worth asking whether
+# they are awaitable.
 _PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 
 

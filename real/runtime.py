@@ -485,7 +485,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             transport.write(data)
 
     def _uncork(self) -> None:
-        self.flush()
+        if self.pending:
+            self.flush()
         self.corked = False
 
     def read(self, max_bytes: int) -> bytes:
