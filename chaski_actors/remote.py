@@ -213,7 +213,10 @@ def parse_call(payload: object) -> CallRequest:
         raise MalformedCallError(f"call id must be an int from 0 to {_LARGEST_ID}")
     if op not in OPS:
         raise MalformedCallError(f"op must be one of {', '.join(OPS)}, got {op!r}")
-    if not _is_name(target, dotted=True):
+    # A plain identifier, the usual object name, is accepted without the call.
+    if not (
+        type(target) is str and 0 < len(target) <= MAX_NAME and target.isidentifier()
+    ) and not _is_name(target, dotted=True):
         raise MalformedCallError(f"object name must be a short string, got {target!r}")
     if not isinstance(path, list) or len(path) > MAX_PATH:
         raise MalformedCallError(f"path must be an array of at most {MAX_PATH} names")
@@ -337,9 +340,10 @@ class CallBook:
         """A running call ended with ``answer``; remember it for duplicates."""
         if not self._release(key):
             return
-        self._answers[key] = answer
-        while len(self._answers) > self.cache_size:
-            self._answers.popitem(last=False)
+        answers = self._answers
+        answers[key] = answer
+        while len(answers) > self.cache_size:
+            answers.popitem(last=False)
             self._evicted += 1
 
     def cancel(self, key: Key) -> None:
@@ -398,20 +402,19 @@ class RemoteStatistics:
 class _Exposed:
     """A registered object and the dotted names its owner exposed."""
 
-    __slots__ = ("_lengths", "_names", "names", "obj")
+    __slots__ = ("_lengths", "_names", "names", "obj", "tops")
 
     def __init__(self, obj: object, names: tuple[tuple[str, ...], ...]) -> None:
         self.obj = obj
         self.names = names
+        # The exposed names one attribute long, which most are: a path that
+        # starts with one of them is allowed, as allows() would say.
+        self.tops = frozenset(name[0] for name in names if len(name) == 1)
         self._names = frozenset(names)
         self._lengths = sorted({len(name) for name in names})
 
     def allows(self, path: tuple[str, ...]) -> bool:
-        names = self._names
-        # Most exposed names are one attribute long; try that first.
-        if path[:1] in names:
-            return True
-        return any(path[:length] in names for length in self._lengths)
+        return any(path[:length] in self._names for length in self._lengths)
 
 
 @dataclass(slots=True)
@@ -853,7 +856,7 @@ class Remote:
                 raise RefusedNameError(
                     f"{_dotted(request)}: names starting with '_' are private"
                 )
-        if not exposed.allows(path):
+        if path[0] not in exposed.tops and not exposed.allows(path):
             self._refused_names += 1
             raise RefusedNameError(
                 f"{_dotted(request)} is not exposed by {self.node.name}"
