@@ -185,11 +185,6 @@ class Frame(NamedTuple):
         return SCHEMAS[self.kind].name
 
 
-def check_frame(item: object) -> Frame:
-    """Check one decoded frame against :data:`SCHEMAS`; ProtocolError if bad."""
-    return _check(item)
-
-
 def check_numbered(items: list[Any]) -> list[Frame]:
     """Check the frames inside a numbered frame; ProtocolError if one is bad."""
     if not items:
@@ -215,7 +210,7 @@ def check_numbered(items: list[Any]) -> list[Frame]:
         kind = item[0] if type(item) is list and item else None
         if type(kind) is int and kind in UNNUMBERED:
             raise ProtocolError(f"a {SCHEMAS[kind].name} frame cannot be numbered")
-        append(_check(item))
+        append(check_frame(item))
     return frames
 
 
@@ -224,7 +219,8 @@ def check_numbered(items: list[Any]) -> list[Frame]:
 PUB_TIME_TYPES: Final = (float, int)
 
 
-def _check(item: object) -> Frame:
+def check_frame(item: object) -> Frame:
+    """Check one decoded frame against :data:`SCHEMAS`; ProtocolError if bad."""
     # The common case first, and quickly: msgpack decodes to exact builtin
     # types, so comparing types by identity accepts every good frame and
     # leaves anything unusual (a subclass, a bool where an int is due, any
@@ -420,7 +416,7 @@ class LinkProtocol:
                     fields = (item[1], item[2], item[3])
                     frames.append(_new_frame(Frame, (SEQ, fields)))
                     continue
-                frame = _check(item)
+                frame = check_frame(item)
                 # An open link stays open for every kind that has no
                 # transition of its own: decided without a table lookup.
                 if self.state is not LinkState.OPEN or frame.kind in _OPEN_EXITS:
