@@ -779,14 +779,13 @@ class Remote:
             value = await running.work
         except RemoteError as exc:
             answer = self._failure(request.call_id, exc)
-        except self.runtime.cancelled_error:
-            # Known gap: a coroutine method that raises the cancellation
-            # error by itself, without being cancelled, is taken as cancelled
-            # too, so its caller gets no answer and waits for its deadline.
-            # Telling the two apart needs the task's own cancellation state,
-            # which the runtime's Task does not offer.
-            self.book.cancel(key)
-            raise
+        except self.runtime.cancelled_error as exc:
+            if running.task.cancelling():
+                self.book.cancel(key)
+                raise
+            # Raised by the method of its own accord: the call failed, and
+            # its caller should hear so rather than wait for its deadline.
+            answer = self._failed(request, exc)
         except Exception as exc:
             answer = self._failed(request, exc)
         else:

@@ -118,6 +118,14 @@ class Task(Protocol[T_co]):
 
     def cancel(self, msg: Any | None = None) -> bool: ...
 
+    def cancelling(self) -> int:
+        """Non-zero while a ``cancel()`` is pending that no timeout scope took.
+
+        Tells a task that is being cancelled apart from code inside it that
+        raised the cancellation error of its own accord.
+        """
+        ...
+
     def __await__(self) -> Generator[Any, None, T_co]: ...
 
 

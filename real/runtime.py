@@ -702,6 +702,7 @@ class _Consumer:
         self._task: Task[None] | None = None
         self._ended = False
         self._over = False
+        self._cancelled = False
         self._finished: asyncio.Future[None] = self._protocol.loop.create_future()
 
     def __repr__(self) -> str:
@@ -717,13 +718,16 @@ class _Consumer:
     def cancel(self, msg: Any | None = None) -> bool:
         if self._finished.done():
             return False
-        self._over = True
+        self._cancelled = self._over = True
         self._waiting.clear()
         if self._task is not None:
             self._task.cancel(msg)
         else:
             self._finish()
         return True
+
+    def cancelling(self) -> int:
+        return 1 if self._cancelled and not self._finished.done() else 0
 
     def __await__(self) -> Generator[Any, None, None]:
         return self._finished.__await__()

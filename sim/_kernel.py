@@ -486,6 +486,9 @@ class SimTask(Generic[T]):
             self._must_throw = True
         return True
 
+    def cancelling(self) -> int:
+        return 1 if self._cancel_requested else 0
+
     def uncancel(self) -> None:
         """Forget a cancellation that a timeout scope turned into TimeoutError."""
         self._cancel_requested = False

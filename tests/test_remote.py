@@ -74,6 +74,11 @@ class Counter:
         """A plain method that raises the cancellation error of its own accord."""
         raise self.runtime.cancelled_error()
 
+    async def give_up_later(self) -> None:
+        """A coroutine method that raises the cancellation error of its own accord."""
+        await self.runtime.sleep(0.01)
+        raise self.runtime.cancelled_error()
+
     def unencodable(self) -> object:
         return object()
 
@@ -85,6 +90,7 @@ EXPOSE = [
     "later",
     "fail",
     "give_up",
+    "give_up_later",
     "unencodable",
     "total",
     "limits",
@@ -622,6 +628,33 @@ def test_a_plain_method_raising_cancellation_does_not_end_the_link(
 
     remote_type, total, running = backend.run(main)
     assert remote_type == "CancelledError" and (total, running) == (2, 0)
+
+
+def test_a_coroutine_method_raising_cancellation_is_answered_as_a_failure(
+    backend: Backend,
+) -> None:
+    # The callee's task was not cancelled, so the call is over and failed;
+    # its caller hears so at once instead of waiting for its deadline.
+    async def main(net: Any) -> tuple[str, float, int, int]:
+        async with AsyncExitStack() as stack:
+            caller, owner, _counter = await pair(net, stack)
+            proxy = await caller.proxy("b", "counter")
+            started = caller.runtime.now()
+            with pytest.raises(RemoteError) as info:
+                await proxy.give_up_later()
+            waited = caller.runtime.now() - started
+            total = await proxy.add(3)
+            return (
+                info.value.remote_type,
+                waited,
+                total,
+                owner.statistics().book.running,
+            )
+
+    remote_type, waited, total, running = backend.run(main)
+    assert remote_type == "CancelledError"
+    assert waited < Settings().call_timeout_s / 2
+    assert (total, running) == (3, 0)
 
 
 def test_a_caller_whose_send_must_wait_still_keeps_its_deadline(
