@@ -48,6 +48,23 @@ open batch count against the send buffer's bound as if they were already
 in it; once the buffer is full, frames go one by one, so that
 ``drop-oldest`` drops what it must and no more.
 
+Shared batches
+--------------
+A publish to many peers would otherwise cost one :meth:`Link.offer` per
+peer and message, and every peer's numbered frame would join the same
+items again. Once every link a topic goes to is corked with an empty batch,
+the node makes them share one batch (a :class:`SharedBatch`): each link's
+batch *is* its list, a publish appends to it once for all of them, and
+the items are joined once, each link adding only its own number and
+acknowledgement in front. The shared batch holds no more than the fullest
+of its links could take, so the bounds above hold for each link as if it
+had batched alone. It ends, and no longer takes publishes, as soon as any
+of its links does something of its own: it writes or stashes the batch,
+it takes a frame of another kind, its turn ends, or its connection
+changes; a link that still holds the list then copies it before adding
+to it (copy on write). The node ends it too when the set of links a topic
+goes to may have changed.
+
 Numbered frames must leave in the order of their numbers. One writer at a
 time (a flag, not a lock: the other senders leave their frames in the batch
 for it) numbers a batch and writes it, and takes the next batch if one
@@ -78,7 +95,7 @@ from .sync import Event
 if TYPE_CHECKING:
     from .node import Node, PeerInfo
 
-__all__ = ["Link"]
+__all__ = ["Link", "SharedBatch"]
 
 # Acknowledge at the latest when a quarter of the peer's send buffer has
 # arrived unacknowledged, so that a sender under the "wait" rule never
@@ -103,6 +120,79 @@ _BATCH_BYTES = 1 << 16
 # What a numbered frame adds around its frames, at most: the array of four,
 # SEQ, two 64-bit numbers and a 32-bit array header.
 _NUMBERED_OVERHEAD = 1 + 1 + 9 + 9 + 5
+
+
+class SharedBatch:
+    """One batch for several links, for the rest of a turn; see the essay.
+
+    Made by :meth:`form`; the node appends publishes with :meth:`add` while
+    :attr:`alive`.
+    """
+
+    __slots__ = ("_bytes", "_joined", "_limit", "_room", "alive", "items", "links")
+
+    def __init__(self, links: tuple[Link, ...], room: int, limit: int) -> None:
+        self.items: list[bytes | memoryview] = []
+        self.links = links
+        self.alive = True
+        self._bytes = 0
+        self._room = room
+        self._limit = limit
+        self._joined: tuple[int, bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else "ended"
+        return f"<SharedBatch {state} links={len(self.links)} items={len(self.items)}>"
+
+    @classmethod
+    def form(cls, links: list[Link]) -> SharedBatch | None:
+        """Share one batch among ``links``, if each is corked and has none.
+
+        None, having changed nothing, if any of them cannot take part.
+        """
+        room = _BATCH_FRAMES
+        limit = _BATCH_BYTES
+        for link in links:
+            session = link.session
+            if not link._open or link._batch or link._shared is not None:
+                return None
+            room = min(room, session.capacity - session.held)
+            limit = min(limit, link._batch_limit)
+        if room <= 0:
+            return None
+        shared = cls(tuple(links), room, limit)
+        for link in links:
+            link._batch = shared.items
+            link._shared = shared
+        return shared
+
+    def add(self, item: bytes | memoryview) -> bool:
+        """Append ``item`` for every link; False, and ended, if it has no room."""
+        size = self._bytes + len(item)
+        if not self.alive or self._room <= 0 or size > self._limit:
+            self.alive = False
+            return False
+        self.items.append(item)
+        self._bytes = size
+        self._room -= 1
+        return True
+
+    def size(self) -> int:
+        """The bytes of the items, as a link's own batch would count them."""
+        return self._bytes
+
+    def joined(self, items: list[bytes | memoryview]) -> bytes | None:
+        """``items`` joined, once for all links; None if they are not ours.
+
+        Asked only once the batch has ended, so the items no longer change.
+        """
+        if items is not self.items:
+            return None
+        joined = self._joined
+        if joined is None or joined[0] != len(items):
+            joined = (len(items), b"".join(items))
+            self._joined = joined
+        return joined[1]
 
 
 class Link:
@@ -148,6 +238,8 @@ class Link:
         self._corked = False
         # Corked, ready and not closed: a batch may take frames (offer).
         self._open = False
+        # The shared batch whose list _batch is, if any (module essay).
+        self._shared: SharedBatch | None = None
         self._flusher: Task[None] | None = None
         largest = node.settings.max_frame_size - _NUMBERED_OVERHEAD
         self._largest_item = largest
@@ -230,7 +322,8 @@ class Link:
             return False
         batch = self._batch
         count = len(batch)
-        size = self._batch_bytes + len(item)
+        shared = self._shared
+        size = (self._batch_bytes if shared is None else shared.size()) + len(item)
         session = self.session
         if (
             count >= _BATCH_FRAMES
@@ -238,6 +331,8 @@ class Link:
             or size > (self._batch_limit if count else self._largest_item)
         ):
             return False
+        if shared is not None:
+            batch = self._own_batch()
         batch.append(item)
         self._batch_bytes = size
         return True
@@ -337,7 +432,7 @@ class Link:
             batch = self._batch
             if batch and (
                 len(batch) >= _BATCH_FRAMES
-                or self._batch_bytes + len(item) > self._batch_limit
+                or self._batch_size() + len(item) > self._batch_limit
                 or self.session.held + len(batch) >= self.session.capacity
             ):
                 # The open batch must leave first: it is full, or the send
@@ -353,7 +448,7 @@ class Link:
                 continue
             break
 
-        self._batch.append(item)
+        self._own_batch().append(item)
         self._batch_bytes += len(item)
         if self._writing:
             return  # the writer takes it when its write is done
@@ -379,7 +474,10 @@ class Link:
         self._writing = True
         try:
             while self._batch and self.ready and self.stream is stream:
-                frame = self._number(self._take_batch(), self.session.envelope_ack())
+                shared = self._shared
+                frame = self._number(
+                    self._take_batch(), self.session.envelope_ack(), shared
+                )
                 # _write, written out: a coroutine and a context manager
                 # fewer per numbered frame.
                 self._count_out(frame)
@@ -394,15 +492,47 @@ class Link:
 
     def _take_batch(self) -> list[bytes | memoryview]:
         batch = self._batch
+        self._leave_shared()
         self._batch = []
         self._batch_bytes = 0
         self._batch_room.set()
         return batch
 
-    def _number(self, items: list[bytes | memoryview], ack: int) -> bytes:
+    def _batch_size(self) -> int:
+        shared = self._shared
+        return self._batch_bytes if shared is None else shared.size()
+
+    def _own_batch(self) -> list[bytes | memoryview]:
+        """The batch, to add to: copied first if it is still shared."""
+        shared = self._shared
+        if shared is not None:
+            self._leave_shared()
+            self._batch = list(self._batch)
+            self._batch_bytes = shared.size()
+        return self._batch
+
+    def _leave_shared(self) -> None:
+        """Stop following the shared batch; it ends for the others too."""
+        shared = self._shared
+        if shared is not None:
+            shared.alive = False
+            self._shared = None
+
+    def _number(
+        self,
+        items: list[bytes | memoryview],
+        ack: int,
+        shared: SharedBatch | None = None,
+    ) -> bytes:
         """Number ``items`` as one frame and keep it in the send buffer."""
         session = self.session
-        frame = self.protocol.encode_numbered(session.next_seq, ack, items)
+        joined = shared.joined(items) if shared is not None else None
+        if joined is None:
+            frame = self.protocol.encode_numbered(session.next_seq, ack, items)
+        else:
+            frame = self.protocol.encode_numbered_joined(
+                session.next_seq, ack, len(items), joined
+            )
         session.push(frame, len(items))
         return frame
 
@@ -414,6 +544,7 @@ class Link:
 
     def _uncork(self) -> None:
         self._corked = self._open = False
+        self._end_shared()
         if self._batch:
             self._start_flusher(at_once=True)
 
@@ -443,7 +574,16 @@ class Link:
     def _stash_batch(self) -> None:
         """Number the open batch into the buffer, to go out with the resume."""
         if self._batch:
-            self._number(self._take_batch(), self.session.received)
+            shared = self._shared
+            self._number(self._take_batch(), self.session.received, shared)
+
+    def _end_shared(self) -> None:
+        """The link no longer takes publishes through its shared batch.
+
+        It keeps the list it holds, and copies it before adding to it.
+        """
+        if self._shared is not None:
+            self._shared.alive = False
 
     async def _write(self, stream: Stream, data: bytes) -> None:
         self._count_out(data)
@@ -561,6 +701,7 @@ class Link:
         self.peer = peer
         self.topics = set(peer.topics)
         self.ready = self._open = False
+        self._end_shared()
         self.connections += 1
         # The handshake's own traffic, counted by the protocol before we had it.
         self.frames_in += protocol.frames_in
@@ -615,6 +756,7 @@ class Link:
         """End the session for good: waiters wake and see the link closed."""
         self.closed = True
         self._open = False
+        self._end_shared()
         self._cancel(self._linger)
         self._linger = None
         self._room.set()

@@ -70,7 +70,7 @@ from .errors import (
     ConnectError,
     ProtocolError,
 )
-from .link import Link
+from .link import Link, SharedBatch
 from .log import node_logger
 from .protocol import (
     ACK,
@@ -244,6 +244,8 @@ class Node:
             runtime, self.settings.inbox_size, self.settings.overflow
         )
         self._sinks: dict[str, MessageSink] = {}
+        # Per topic, the batch its links share this turn (see Link's essay).
+        self._shared: dict[str, SharedBatch] = {}
         self._handlers: dict[int, FrameHandler] = {}
         self._pings: dict[int, Future[float]] = {}
         self._ping_ids = itertools.count(1)
@@ -609,6 +611,7 @@ class Node:
         session = Session(self.settings.send_buffer_frames, self.settings.overflow)
         link = Link(self, hello.peer_info(), session, dialled=dialled)
         self.links[hello.name] = link
+        self._routes_changed()
         return link
 
     async def _attach(
@@ -628,6 +631,7 @@ class Node:
         if link.peer.datagram_address is not None:
             self._datagram_peers.pop(link.peer.datagram_address, None)
         link.attach(stream, protocol, peer, peer_buffer=hello.buffer)
+        self._routes_changed()
         if peer.datagram_address is not None:
             self._datagram_peers[peer.datagram_address] = peer.name
         backlog = link.session.resume(
@@ -791,9 +795,11 @@ class Node:
             self._pong(link, fields[0], fields[1])
         elif kind == SUB:
             link.topics.add(fields[0])
+            self._routes_changed()
             self._pairing.set()
         elif kind == UNSUB:
             link.topics.discard(fields[0])
+            self._routes_changed()
         elif kind == ANNOUNCE:
             origin, node_id, host, port, topics, ident, ttl = fields
             if not all(isinstance(topic, str) for topic in topics):
@@ -1010,6 +1016,7 @@ class Node:
         link.close()
         if self.links.get(link.peer.name) is link:
             del self.links[link.peer.name]
+            self._routes_changed()
             if link.peer.datagram_address is not None:
                 self._datagram_peers.pop(link.peer.datagram_address, None)
         reader = link.reader
@@ -1093,23 +1100,39 @@ class Node:
         if self.settings.propagation_ttl:
             return await self._propagate(topic, data, now)
 
-        # The usual case, in one pass: links whose batch takes the frame, or
-        # that write it at once as the first of the turn, are done; the
-        # others (a full batch, a link down or out of room) are awaited
-        # afterwards, outside the iteration.
+        # Most publishes of a busy turn: the topic's links share a batch,
+        # and the frame joins it once for all of them.
         item: bytes | None = None
+        shared = self._shared.get(topic)
+        if shared is not None and shared.alive:
+            item = shared.links[0].protocol.encode_pub(topic, data, now)
+            if shared.add(item):
+                self._published += 1
+                return len(shared.links)
+
+        links = [link for link in self.links.values() if topic in link.topics]
+        if not links:
+            return 0
+        if item is None:
+            item = links[0].protocol.encode_pub(topic, data, now)
+        shared = SharedBatch.form(links)
+        if shared is not None:
+            self._shared[topic] = shared
+            if shared.add(item):
+                self._published += 1
+                return len(links)
+
+        # Otherwise in one pass: links whose batch takes the frame, or that
+        # write it at once as the first of the turn, are done; the others
+        # (a full batch, a link down or out of room) are awaited
+        # afterwards, outside the iteration.
         sent = 0
         later: list[Link] = []
-        for link in self.links.values():
-            if topic in link.topics:
-                if item is None:
-                    item = link.protocol.encode_pub(topic, data, now)
-                if link.offer(item) or link.send_now(item):
-                    sent += 1
-                else:
-                    later.append(link)
-        if item is None:
-            return 0
+        for link in links:
+            if link.offer(item) or link.send_now(item):
+                sent += 1
+            else:
+                later.append(link)
         for link in later:
             try:
                 await link.send_item(item)
@@ -1118,6 +1141,12 @@ class Node:
             sent += topic in link.topics
         self._published += 1
         return sent
+
+    def _routes_changed(self) -> None:
+        """Links or their topics changed: no shared batch may take more."""
+        for shared in self._shared.values():
+            shared.alive = False
+        self._shared.clear()
 
     async def _propagate(self, topic: str, data: Any, now: float) -> int:
         """Publish with ``propagation_ttl``: to every link, to be passed on."""

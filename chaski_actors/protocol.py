@@ -367,6 +367,17 @@ class LinkProtocol:
         start += _UINT_SIZES.get(payload[start], 1) + 1 + HEADER_SIZE + 1
         return _LENGTH_AND_VERSION.pack(length, PROTOCOL_VERSION) + payload, start
 
+    def encode_numbered_joined(
+        self, seq: int, ack: int, count: int, joined: bytes
+    ) -> bytes:
+        """:meth:`encode_numbered` of ``count`` items already joined together.
+
+        For a batch shared by several links: the items are joined once, and
+        each link's frame only puts its own number in front.
+        """
+        head = [_SEQ_HEAD, pack_uint(seq), pack_uint(ack), array_header(count)]
+        return join_frame([*head, joined], max_frame_size=self._max_frame_size)
+
     def reacknowledge(self, frame: bytes, ack: int) -> bytes:
         """A numbered frame made by :meth:`encode_numbered`, with a new ``ack``.
 

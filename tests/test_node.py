@@ -311,6 +311,74 @@ def test_a_batch_keeps_other_frames_in_their_place(backend: Backend) -> None:
     assert frames_out == 3 if backend.kind == "sim" else 3 <= frames_out <= 7
 
 
+# Other frames, each with how many messages came before it; and the messages.
+_Seen = tuple[list[tuple[int, int]], list[tuple[str, Any]]]
+
+
+def test_a_batch_shared_by_two_peers_splits_when_one_gets_more(
+    backend: Backend,
+) -> None:
+    """Publishes to two peers share a batch until one link takes another frame.
+
+    Each peer still gets exactly its own frames, in the order they were sent.
+    """
+    from chaski_actors.protocol import INT, register_kind
+
+    register_kind(TEST_NUMBERED, "test-numbered", INT)
+
+    async def main(net: Any) -> dict[str, _Seen]:
+        async with (
+            Node(net.runtime("a"), "a") as a,
+            Node(net.runtime("b"), "b") as b,
+            Node(net.runtime("c"), "c") as c,
+        ):
+            seen: dict[str, _Seen] = {"b": ([], []), "c": ([], [])}
+
+            def handler_for(node: Node) -> Any:
+                async def handler(link: Any, frame: Any) -> None:
+                    delivered = node.statistics().delivered
+                    seen[node.name][0].append((frame.fields[0], delivered))
+
+                return handler
+
+            for node in (b, c):
+                node.add_frame_handler(TEST_NUMBERED, handler_for(node))
+            await b.subscribe("t", "u")
+            await c.subscribe("t")
+            await a.connect(*b.address)
+            await a.connect(*c.address)
+            await eventually(
+                a.runtime,
+                lambda: (
+                    all("t" in link.topics for link in a.links.values())
+                    and len(a.links) == 2
+                ),
+            )
+            for n in range(3):
+                await a.publish("t", n)
+            await a.links["b"].send_reliable(TEST_NUMBERED, 7)
+            await a.publish("t", 3)
+            await a.publish("u", 4)
+            await a.publish("t", 5)
+            await a.links["c"].send_reliable(TEST_NUMBERED, 8)
+            await a.publish("t", 6)
+            for node, count in ((b, 7), (c, 6)):
+                for _ in range(count):
+                    message = await node.receive()
+                    seen[node.name][1].append((message.topic, message.data))
+            return seen
+
+    seen = backend.run(main)
+    assert seen["b"] == (
+        [(7, 3)],
+        [("t", 0), ("t", 1), ("t", 2), ("t", 3), ("u", 4), ("t", 5), ("t", 6)],
+    )
+    assert seen["c"] == (
+        [(8, 5)],
+        [("t", 0), ("t", 1), ("t", 2), ("t", 3), ("t", 5), ("t", 6)],
+    )
+
+
 def test_the_first_frame_of_each_turn_leaves_at_once(backend: Backend) -> None:
     """A lone reliable frame is written when sent, however soon after another.
 
