@@ -126,7 +126,8 @@ class SharedBatch:
     """One batch for several links, for the rest of a turn; see the essay.
 
     Made by :meth:`form`; the node appends publishes with :meth:`add` while
-    :attr:`alive`.
+    :attr:`alive`. Once it is full, its links write it and may share the
+    next one.
     """
 
     __slots__ = ("_bytes", "_joined", "_limit", "_room", "alive", "items", "links")
@@ -290,12 +291,7 @@ class Link:
         The open batch goes first, so that a goodbye, say, cannot overtake
         the publishes of the same turn of the loop.
         """
-        while self._batch and self.ready and not self.closed:
-            if self._writing:
-                self._batch_room.clear()
-                await self._batch_room.wait()
-            else:
-                await self._write_batches()
+        await self.write_batch()
         if self.closed:
             raise ClosedResourceError(f"link to {self.peer.name} is closed")
         stream = self.stream
@@ -303,6 +299,15 @@ class Link:
             raise BrokenResourceError(f"link to {self.peer.name} is down")
         self._count_out(data)
         await stream.send(data)
+
+    async def write_batch(self) -> None:
+        """Write the open batch now, unless the link is down or closed."""
+        while self._batch and self.ready and not self.closed:
+            if self._writing:
+                self._batch_room.clear()
+                await self._batch_room.wait()
+            else:
+                await self._write_batches()
 
     async def send_reliable(self, kind: int, *fields: Any) -> None:
         """Send a frame that arrives once, in order, across reconnections."""

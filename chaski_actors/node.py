@@ -1109,6 +1109,10 @@ class Node:
             if shared.add(item):
                 self._published += 1
                 return len(shared.links)
+            # It is full: written now, its links may share the next one, as
+            # they would each have written theirs and started another.
+            for link in shared.links:
+                await link.write_batch()
 
         links = [link for link in self.links.values() if topic in link.topics]
         if not links:
