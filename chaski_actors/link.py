@@ -167,6 +167,16 @@ class SharedBatch:
             link._shared = shared
         return shared
 
+    @staticmethod
+    def out_of_step(links: list[Link]) -> bool:
+        """True if ``links`` could share a batch once they wrote their own."""
+        batched = False
+        for link in links:
+            if not link._open or link._shared is not None:
+                return False
+            batched = batched or bool(link._batch)
+        return batched
+
     def add(self, item: bytes | memoryview) -> bool:
         """Append ``item`` for every link; False, and ended, if it has no room."""
         size = self._bytes + len(item)

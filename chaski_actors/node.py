@@ -1115,6 +1115,12 @@ class Node:
                 await link.write_batch()
 
         links = [link for link in self.links.values() if topic in link.topics]
+        if len(links) > 1 and SharedBatch.out_of_step(links):
+            # Some links have batches of their own (a write that had to
+            # wait put them out of step): written now, they can share again.
+            for link in links:
+                await link.write_batch()
+            links = [link for link in self.links.values() if topic in link.topics]
         if not links:
             return 0
         if item is None:
