@@ -17,7 +17,9 @@ so that they all start alike.
 The subjects:
 
 ``chaski``   a :class:`~chaski_actors.Node` per process on the real backend,
-             ``publish`` to a topic, ``receive`` from the inbox;
+             ``publish`` to a topic, ``receive_batch`` from the inbox (what
+             has arrived, as a list: the raw subscriber below, too, counts
+             what each read brought without an ``await`` per message);
 ``asyncio``  the practical ceiling of pure-Python asyncio: length-prefixed
              msgpack frames ``[topic, payload]``, many frames per write, frames
              parsed out of large reads;
@@ -227,8 +229,8 @@ async def _chaski_subscriber(counter: _Counter, ports_q: Any) -> None:
         await node.subscribe(TOPIC)
         ports_q.put((counter.index, node.address[1]))
         while not counter.finished:
-            message = await node.receive()
-            counter.got(len(message.data))
+            for message in await node.receive_batch():
+                counter.got(len(message.data))
 
 
 # -- raw asyncio -------------------------------------------------------------

@@ -167,6 +167,13 @@ class Streamer:
         """The next message; ClosedResourceError once closed and drained."""
         return await self.queue.get()
 
+    async def receive_batch(self, limit: int | None = None) -> list[Message]:
+        """The waiting messages, at most ``limit``; see :meth:`Node.receive_batch`.
+
+        ClosedResourceError once closed and drained.
+        """
+        return await self.queue.get_batch(limit)
+
     async def _put(self, messages: list[Message]) -> None:
         self._received += len(messages)
         self._late += len(messages) - await self.queue.put_many(messages)

@@ -261,6 +261,33 @@ class Queue(Generic[T]):
                 raise
         return self.get_nowait()
 
+    async def get_batch(self, limit: int | None = None) -> list[T]:
+        """The queued items, oldest first, at most ``limit``; waits for one.
+
+        For a consumer of a busy queue: one ``await`` per batch that arrived
+        rather than one per item. ClosedResourceError once closed and
+        drained, as for :meth:`get`.
+        """
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ConfigError(f"a batch limit must be an int >= 1, got {limit!r}")
+        items = self._items
+        while not items:
+            if self._closed:
+                raise ClosedResourceError("queue is closed and drained")
+            await self._park(self._getters)
+        if limit is None or limit >= len(items):
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(limit)]
+        self._got += len(batch)
+        putters = self._putters
+        for _ in range(min(len(batch), len(putters))):
+            self._wake(putters)
+        return batch
+
     def drain(self) -> list[T]:
         """Take every queued item at once (for shutdown and inspection)."""
         items = list(self._items)

@@ -67,6 +67,21 @@ def test_messages_keep_their_order(backend: Backend) -> None:
     assert backend.run(main) == list(range(500))
 
 
+def test_receive_batch_hands_over_what_arrived_in_order(backend: Backend) -> None:
+    async def main(net: Any) -> list[list[int]]:
+        async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
+            await b.subscribe("t")
+            await a.connect(*b.address)
+            for n in range(6):
+                await a.publish("t", n)
+            await eventually(b.runtime, lambda: len(b.inbox) == 6)
+            batches = [[m.data for m in await b.receive_batch(4)]]
+            batches.append([m.data for m in await b.receive_batch()])
+            return batches
+
+    assert backend.run(main) == [[0, 1, 2, 3], [4, 5]]
+
+
 def test_latency_follows_the_lowest_latency_path(backend: Backend) -> None:
     async def main(net: Any) -> tuple[Message, list[float]]:
         async with Node(net.runtime("a"), "a") as a, Node(net.runtime("c"), "c") as c:

@@ -60,6 +60,22 @@ def test_async_for_by_topic(backend: Backend) -> None:
         assert took == pytest.approx(A_B, abs=1e-12)
 
 
+def test_receive_batch_takes_the_waiting_messages(backend: Backend) -> None:
+    async def main(net: Any) -> list[list[int]]:
+        async with AsyncExitStack() as stack:
+            producer, consumer = await pair(net, stack)
+            async with consumer.streamer("x") as stream:
+                await subscribed(producer, "x")
+                for i in range(5):
+                    await producer.publish("x", i)
+                await eventually(net.runtime("b"), lambda: len(stream.queue) == 5)
+                first = [m.data for m in await stream.receive_batch(2)]
+                rest = [m.data for m in await stream.receive_batch()]
+            return [first, rest]
+
+    assert backend.run(main) == [[0, 1], [2, 3, 4]]
+
+
 def test_what_stays_queued_is_kept_and_logged(
     backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:

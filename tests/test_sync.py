@@ -74,6 +74,50 @@ def test_close_lets_consumers_drain_then_stops_them(backend: Backend) -> None:
     assert backend.run(main) == [0, 1, 2]
 
 
+def test_get_batch_takes_what_is_queued_and_makes_room(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[list[int]], list[str], Any]:
+        rt = net.runtime("a")
+        queue: Queue[int] = Queue(rt, 3)
+        log: list[str] = []
+
+        async def producer() -> None:
+            for i in range(6):
+                await queue.put(i)
+                log.append(f"put {i}")
+
+        task = rt.spawn(producer(), name="producer")
+        await rt.sleep(0.01)
+        batches = [await queue.get_batch(2), await queue.get_batch()]
+        await task
+        batches.append(await queue.get_batch())
+        queue.close()
+        with pytest.raises(ClosedResourceError):
+            await queue.get_batch()
+        with pytest.raises(ConfigError):
+            await queue.get_batch(0)
+        return batches, log, queue.statistics()
+
+    batches, log, stats = backend.run(main)
+    assert batches == [[0, 1], [2], [3, 4, 5]]
+    assert log == [f"put {i}" for i in range(6)]
+    assert (stats.put, stats.got, stats.size) == (6, 6, 0)
+
+
+def test_get_batch_waits_for_an_item(backend: Backend) -> None:
+    async def main(net: Any) -> tuple[list[int], float]:
+        rt = net.runtime("a")
+        queue: Queue[int] = Queue(rt, 10)
+        rt.call_later(0.5, lambda: queue.put_nowait(7))
+        started = rt.now()
+        batch = await queue.get_batch()
+        return batch, rt.now() - started
+
+    batch, waited = backend.run(main)
+    assert batch == [7]
+    if backend.simulated:
+        assert waited == pytest.approx(0.5)
+
+
 def test_a_cancelled_getter_does_not_swallow_an_item(backend: Backend) -> None:
     async def main(net: Any) -> list[int]:
         rt = net.runtime("a")
