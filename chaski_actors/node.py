@@ -611,7 +611,7 @@ class Node:
         session = Session(self.settings.send_buffer_frames, self.settings.overflow)
         link = Link(self, hello.peer_info(), session, dialled=dialled)
         self.links[hello.name] = link
-        self._routes_changed()
+        self._end_shared()
         return link
 
     async def _attach(
@@ -631,7 +631,7 @@ class Node:
         if link.peer.datagram_address is not None:
             self._datagram_peers.pop(link.peer.datagram_address, None)
         link.attach(stream, protocol, peer, peer_buffer=hello.buffer)
-        self._routes_changed()
+        self._end_shared()
         if peer.datagram_address is not None:
             self._datagram_peers[peer.datagram_address] = peer.name
         backlog = link.session.resume(
@@ -795,11 +795,11 @@ class Node:
             self._pong(link, fields[0], fields[1])
         elif kind == SUB:
             link.topics.add(fields[0])
-            self._routes_changed()
+            self._end_shared()
             self._pairing.set()
         elif kind == UNSUB:
             link.topics.discard(fields[0])
-            self._routes_changed()
+            self._end_shared()
         elif kind == ANNOUNCE:
             origin, node_id, host, port, topics, ident, ttl = fields
             if not all(isinstance(topic, str) for topic in topics):
@@ -1016,7 +1016,7 @@ class Node:
         link.close()
         if self.links.get(link.peer.name) is link:
             del self.links[link.peer.name]
-            self._routes_changed()
+            self._end_shared()
             if link.peer.datagram_address is not None:
                 self._datagram_peers.pop(link.peer.datagram_address, None)
         reader = link.reader
@@ -1127,6 +1127,10 @@ class Node:
             item = links[0].protocol.encode_pub(topic, data, now)
         shared = SharedBatch.form(links)
         if shared is not None:
+            if not self._shared:
+                # Forgotten when the turn ends, as their links uncork: so
+                # the items of past turns are not kept for topics gone quiet.
+                self.runtime.call_soon(self._end_shared)
             self._shared[topic] = shared
             if shared.add(item):
                 self._published += 1
@@ -1152,8 +1156,13 @@ class Node:
         self._published += 1
         return sent
 
-    def _routes_changed(self) -> None:
-        """Links or their topics changed: no shared batch may take more."""
+    def _end_shared(self) -> None:
+        """End and forget the shared batches (their links keep their lists).
+
+        When links or their topics change, so that no batch goes on to
+        take publishes for a set of links that is no longer the topic's,
+        and at the end of a turn.
+        """
         for shared in self._shared.values():
             shared.alive = False
         self._shared.clear()
