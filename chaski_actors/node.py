@@ -244,8 +244,11 @@ class Node:
             runtime, self.settings.inbox_size, self.settings.overflow
         )
         self._sinks: dict[str, MessageSink] = {}
-        # Per topic, the batch its links share this turn (see Link's essay).
+        # Per topic, the batch its links share this turn (see Link's essay),
+        # and how many publishes in a row went to one topic without one.
         self._shared: dict[str, SharedBatch] = {}
+        self._unshared_topic: str | None = None
+        self._unshared_run = 0
         self._handlers: dict[int, FrameHandler] = {}
         self._pings: dict[int, Future[float]] = {}
         self._ping_ids = itertools.count(1)
@@ -1115,9 +1118,18 @@ class Node:
                 await link.write_batch()
 
         links = [link for link in self.links.values() if topic in link.topics]
-        if len(links) > 1 and SharedBatch.out_of_step(links):
-            # Some links have batches of their own (a write that had to
-            # wait put them out of step): written now, they can share again.
+        if topic == self._unshared_topic:
+            self._unshared_run += 1
+        else:
+            self._unshared_topic, self._unshared_run = topic, 1
+        if (
+            self._unshared_run >= _REALIGN_AFTER
+            and len(links) > 1
+            and SharedBatch.out_of_step(links)
+        ):
+            # The links have batches of their own, with this topic's
+            # publishes (a write that had to wait put them out of step):
+            # written now, they can share the next one.
             for link in links:
                 await link.write_batch()
             links = [link for link in self.links.values() if topic in link.topics]
@@ -1710,6 +1722,13 @@ def _publish_messages(
         return None
     return messages, mixed
 
+
+# Publishes in a row to one topic, without a shared batch, after which its
+# links write their batches early so as to share the next one. Publishes to
+# several topics whose links overlap cannot share, and writing early there
+# would only make small frames; a long run of one topic's publishes shows
+# that its links are merely out of step. Arbitrary.
+_REALIGN_AFTER: Final = 16
 
 # Route changes wait this long to travel together: one frame per neighbour
 # for a burst of changes. A twentieth of a second took a third more frames on
