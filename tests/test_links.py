@@ -59,6 +59,106 @@ def test_messages_survive_repeated_resets(backend: Backend) -> None:
     assert reconnections >= 1
 
 
+def test_bursts_to_two_peers_survive_resets_of_either(backend: Backend) -> None:
+    """Bursts to two subscribers share batches; resets of either lose nothing."""
+
+    async def main(net: Any) -> tuple[list[list[int]], int]:
+        a = await _started(net, "a")
+        subscribers = [await _started(net, name) for name in ("b", "c")]
+        for node in subscribers:
+            await node.subscribe("t")
+            await a.connect(*node.address)
+        await eventually(
+            a.runtime,
+            lambda: (
+                len(a.links) == 2
+                and all("t" in link.topics for link in a.links.values())
+            ),
+        )
+
+        async def cut_now_and_then() -> None:
+            for n in range(6):
+                await a.runtime.sleep(0.02)
+                stream = subscribers[n % 2].links["a"].stream
+                if stream is not None:
+                    stream.abort()
+
+        cutter = a.runtime.spawn(cut_now_and_then(), name="cutter")
+        for i in range(600):
+            await a.publish("t", i)
+            if i % 20 == 19:
+                await a.runtime.sleep(0.001)
+        got: list[list[int]] = []
+        for node in subscribers:
+            received: list[int] = []
+            while len(received) < 600:
+                received += [m.data for m in await node.receive_batch()]
+            got.append(received)
+        await cutter
+        reconnections = a.statistics().reconnections
+        for node in (a, *subscribers):
+            await node.stop()
+        return got, reconnections
+
+    got, reconnections = backend.run(main)
+    assert got == [list(range(600)), list(range(600))]
+    assert reconnections >= 1
+
+
+def test_bursts_to_two_peers_under_drop_oldest_keep_order_and_count(
+    backend: Backend,
+) -> None:
+    """A peer down under bursts: it gets the newest in order, the rest counted.
+
+    The other peer, still up, gets everything.
+    """
+    settings = Settings(
+        reconnect_jitter=0.0, overflow="drop-oldest", send_buffer_frames=50
+    )
+
+    async def main(net: Any) -> list[tuple[list[int], int]]:
+        a = await _started(net, "a", settings)
+        subscribers = [await _started(net, name, settings) for name in ("b", "c")]
+        for node in subscribers:
+            await node.subscribe("t")
+            await a.connect(*node.address)
+        await eventually(
+            a.runtime,
+            lambda: (
+                len(a.links) == 2
+                and all("t" in link.topics for link in a.links.values())
+            ),
+        )
+        stream = subscribers[1].links["a"].stream
+        assert stream is not None
+        stream.abort()  # c's link goes down for a while; b's stays up
+        for i in range(400):
+            await a.publish("t", i)
+            if i % 100 == 99:
+                await a.runtime.sleep(0.001)
+        results = []
+        for node in subscribers:
+            received: list[int] = []
+            while not received or received[-1] != 399:
+                received += [m.data for m in await node.receive_batch()]
+            skipped = node.statistics().per_link[0].skipped
+            results.append((received, skipped))
+        for node in (a, *subscribers):
+            await node.stop()
+        return results
+
+    (to_b, skipped_b), (to_c, skipped_c) = backend.run(main)
+    assert (to_b, skipped_b) == (list(range(400)), 0)
+    assert to_c == sorted(set(to_c)) and to_c[-1] == 399
+    assert len(to_c) + skipped_c == 400
+
+
+async def _started(net: Any, name: str, settings: Settings = STEADY) -> Node:
+    node = Node(net.runtime(name), name, settings=settings)
+    await node.start()
+    return node
+
+
 def test_a_partition_is_detected_by_silence_and_healed_without_loss() -> None:
     settings = STEADY.replace(keepalive_interval_s=0.5, dead_after_s=2.0)
 
