@@ -1142,7 +1142,7 @@ class Node:
             if not self._shared:
                 # Forgotten when the turn ends, as their links uncork: so
                 # the items of past turns are not kept for topics gone quiet.
-                self.runtime.call_soon(self._end_shared)
+                self.runtime.at_turn_end(self._end_shared)
             self._shared[topic] = shared
             if shared.add(item):
                 self._published += 1
