@@ -1137,7 +1137,8 @@ class Node:
             return 0
         if item is None:
             item = links[0].protocol.encode_pub(topic, data, now)
-        shared = SharedBatch.form(links)
+        # One link gains nothing from sharing: its batch is its own anyway.
+        shared = SharedBatch.form(links) if len(links) > 1 else None
         if shared is not None:
             if not self._shared:
                 # Forgotten when the turn ends, as their links uncork: so
