@@ -52,18 +52,18 @@ Shared batches
 --------------
 A publish to many peers would otherwise cost one :meth:`Link.offer` per
 peer and message, and every peer's numbered frame would join the same
-items again. Once every link a topic goes to is corked with an empty batch,
-the node makes them share one batch (a :class:`SharedBatch`): each link's
-batch *is* its list, a publish appends to it once for all of them, and
-the items are joined once, each link adding only its own number and
-acknowledgement in front. The shared batch holds no more than the fullest
-of its links could take, so the bounds above hold for each link as if it
-had batched alone. It ends, and no longer takes publishes, as soon as any
-of its links does something of its own: it writes or stashes the batch,
-it takes a frame of another kind, its turn ends, or its connection
-changes; a link that still holds the list then copies it before adding
-to it (copy on write). The node ends it too when the set of links a topic
-goes to may have changed.
+items again. Once every link a topic goes to (two or more) is corked with
+an empty batch, the node makes them share one batch (a
+:class:`SharedBatch`): each link's batch *is* its list, a publish appends
+to it once for all of them, and the items are joined once, each link
+adding only its own number and acknowledgement in front. The shared batch
+holds no more than the fullest of its links could take, so the bounds
+above hold for each link as if it had batched alone. It ends, and no
+longer takes publishes, as soon as any of its links does something of its
+own: it writes or stashes the batch, it takes a frame of another kind,
+its turn ends, or its connection changes; a link that still holds the
+list then copies it before adding to it (copy on write). The node ends it
+too when the set of links a topic goes to may have changed.
 
 Numbered frames must leave in the order of their numbers. One writer at a
 time (a flag, not a lock: the other senders leave their frames in the batch
