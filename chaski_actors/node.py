@@ -247,6 +247,8 @@ class Node:
         # Per topic, the batch its links share this turn (see Link's essay),
         # and how many publishes in a row went to one topic without one.
         self._shared: dict[str, SharedBatch] = {}
+        # Per topic, the links it goes to, as publish found them.
+        self._fanout: dict[str, list[Link]] = {}
         self._unshared_topic: str | None = None
         self._unshared_run = 0
         self._handlers: dict[int, FrameHandler] = {}
@@ -614,7 +616,7 @@ class Node:
         session = Session(self.settings.send_buffer_frames, self.settings.overflow)
         link = Link(self, hello.peer_info(), session, dialled=dialled)
         self.links[hello.name] = link
-        self._end_shared()
+        self._fanout_changed()
         return link
 
     async def _attach(
@@ -634,7 +636,7 @@ class Node:
         if link.peer.datagram_address is not None:
             self._datagram_peers.pop(link.peer.datagram_address, None)
         link.attach(stream, protocol, peer, peer_buffer=hello.buffer)
-        self._end_shared()
+        self._fanout_changed()
         if peer.datagram_address is not None:
             self._datagram_peers[peer.datagram_address] = peer.name
         backlog = link.session.resume(
@@ -798,11 +800,11 @@ class Node:
             self._pong(link, fields[0], fields[1])
         elif kind == SUB:
             link.topics.add(fields[0])
-            self._end_shared()
+            self._fanout_changed()
             self._pairing.set()
         elif kind == UNSUB:
             link.topics.discard(fields[0])
-            self._end_shared()
+            self._fanout_changed()
         elif kind == ANNOUNCE:
             origin, node_id, host, port, topics, ident, ttl = fields
             if not all(isinstance(topic, str) for topic in topics):
@@ -1019,7 +1021,7 @@ class Node:
         link.close()
         if self.links.get(link.peer.name) is link:
             del self.links[link.peer.name]
-            self._end_shared()
+            self._fanout_changed()
             if link.peer.datagram_address is not None:
                 self._datagram_peers.pop(link.peer.datagram_address, None)
         reader = link.reader
@@ -1117,37 +1119,25 @@ class Node:
             for link in shared.links:
                 await link.write_batch()
 
-        links = [link for link in self.links.values() if topic in link.topics]
-        if topic == self._unshared_topic:
-            self._unshared_run += 1
-        else:
-            self._unshared_topic, self._unshared_run = topic, 1
-        if (
-            self._unshared_run >= _REALIGN_AFTER
-            and len(links) > 1
-            and SharedBatch.out_of_step(links)
-        ):
-            # The links have batches of their own, with this topic's
-            # publishes (a write that had to wait put them out of step):
-            # written now, they can share the next one.
-            for link in links:
-                await link.write_batch()
-            links = [link for link in self.links.values() if topic in link.topics]
+        links = self._fanout.get(topic)
+        if links is None:
+            links = self._fanout_of(topic)
         if not links:
             return 0
         if item is None:
             item = links[0].protocol.encode_pub(topic, data, now)
-        # One link gains nothing from sharing: its batch is its own anyway.
-        shared = SharedBatch.form(links) if len(links) > 1 else None
-        if shared is not None:
-            if not self._shared:
-                # Forgotten when the turn ends, as their links uncork: so
-                # the items of past turns are not kept for topics gone quiet.
-                self.runtime.at_turn_end(self._end_shared)
-            self._shared[topic] = shared
-            if shared.add(item):
+        if topic == self._unshared_topic:
+            self._unshared_run += 1
+        else:
+            self._unshared_topic, self._unshared_run = topic, 1
+        if len(links) > 1:  # one link gains nothing from sharing a batch
+            shared = await self._share(topic, links, item)
+            if shared is not None:
                 self._published += 1
-                return len(links)
+                return len(shared.links)
+            links = self._fanout_of(topic)  # may have changed meanwhile
+            if not links:
+                return 0
 
         # Otherwise in one pass: links whose batch takes the frame, or that
         # write it at once as the first of the turn, are done; the others
@@ -1169,12 +1159,50 @@ class Node:
         self._published += 1
         return sent
 
+    def _fanout_of(self, topic: str) -> list[Link]:
+        """The links ``topic`` goes to, remembered until they change."""
+        links = self._fanout.get(topic)
+        if links is None:
+            if len(self._fanout) >= _FANOUTS_KEPT:
+                self._fanout.clear()
+            links = [link for link in self.links.values() if topic in link.topics]
+            self._fanout[topic] = links
+        return links
+
+    async def _share(
+        self, topic: str, links: list[Link], item: bytes
+    ) -> SharedBatch | None:
+        """Put ``item`` in a batch that ``links`` share, if they can share one."""
+        if self._unshared_run >= _REALIGN_AFTER and SharedBatch.out_of_step(links):
+            # The links have batches of their own, with this topic's
+            # publishes (a write that had to wait put them out of step):
+            # written now, they can share the next one.
+            for link in links:
+                await link.write_batch()
+            links = self._fanout_of(topic)
+            if len(links) < 2:
+                return None
+        shared = SharedBatch.form(links)
+        if shared is None:
+            return None
+        if not self._shared:
+            # Forgotten when the turn ends, as their links uncork: so the
+            # items of past turns are not kept for topics gone quiet.
+            self.runtime.at_turn_end(self._end_shared)
+        self._shared[topic] = shared
+        return shared if shared.add(item) else None
+
+    def _fanout_changed(self) -> None:
+        """Links or their topics changed: forget who each topic goes to."""
+        self._fanout.clear()
+        self._end_shared()
+
     def _end_shared(self) -> None:
         """End and forget the shared batches (their links keep their lists).
 
-        When links or their topics change, so that no batch goes on to
-        take publishes for a set of links that is no longer the topic's,
-        and at the end of a turn.
+        At the end of a turn, and when links or their topics change, so
+        that no batch goes on to take publishes for a set of links that is
+        no longer the topic's.
         """
         for shared in self._shared.values():
             shared.alive = False
@@ -1730,6 +1758,11 @@ def _publish_messages(
 # would only make small frames; a long run of one topic's publishes shows
 # that its links are merely out of step. Arbitrary.
 _REALIGN_AFTER: Final = 16
+
+# Topics whose links a node remembers for publishing; beyond this it
+# forgets them all and looks them up again. Arbitrary, far above the
+# topics a node usually publishes on.
+_FANOUTS_KEPT: Final = 1024
 
 # Route changes wait this long to travel together: one frame per neighbour
 # for a burst of changes. A twentieth of a second took a third more frames on
