@@ -1122,22 +1122,17 @@ class Node:
         links = self._fanout.get(topic)
         if links is None:
             links = self._fanout_of(topic)
-        if not links:
-            return 0
-        if item is None:
-            item = links[0].protocol.encode_pub(topic, data, now)
         if topic == self._unshared_topic:
             self._unshared_run += 1
         else:
             self._unshared_topic, self._unshared_run = topic, 1
         if len(links) > 1:  # one link gains nothing from sharing a batch
+            if item is None:
+                item = links[0].protocol.encode_pub(topic, data, now)
             shared = await self._share(topic, links, item)
             if shared is not None:
                 self._published += 1
                 return len(shared.links)
-            links = self._fanout_of(topic)  # may have changed meanwhile
-            if not links:
-                return 0
 
         # Otherwise in one pass: links whose batch takes the frame, or that
         # write it at once as the first of the turn, are done; the others
@@ -1145,11 +1140,16 @@ class Node:
         # afterwards, outside the iteration.
         sent = 0
         later: list[Link] = []
-        for link in links:
-            if link.offer(item) or link.send_now(item):
-                sent += 1
-            else:
-                later.append(link)
+        for link in self.links.values():
+            if topic in link.topics:
+                if item is None:
+                    item = link.protocol.encode_pub(topic, data, now)
+                if link.offer(item) or link.send_now(item):
+                    sent += 1
+                else:
+                    later.append(link)
+        if item is None:
+            return 0
         for link in later:
             try:
                 await link.send_item(item)
