@@ -63,6 +63,8 @@ import simpy
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import NORMAL, PENDING, URGENT
 
+from chaski_actors.runtime import Task
+
 T = TypeVar("T")
 
 log = logging.getLogger("chaski.runtime")
@@ -584,7 +586,7 @@ class Kernel:
     def sleep(self, seconds: float) -> _Sleep:
         return _Sleep(self.env, seconds)
 
-    def report_crash(self, task: SimTask[Any], exc: BaseException) -> None:
+    def report_crash(self, task: Task[Any], exc: BaseException) -> None:
         self.crashes.append((task.get_name(), exc))
         log.error("task %s crashed: %r", task.get_name(), exc, exc_info=exc)
 

@@ -7,11 +7,12 @@ import itertools
 import logging
 from asyncio import CancelledError
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
 from random import Random
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from chaski_actors._eager import Rest
 from chaski_actors.errors import (
     BrokenResourceError,
     ClosedResourceError,
@@ -22,6 +23,7 @@ from chaski_actors.errors import (
 from chaski_actors.runtime import (
     Address,
     DatagramEndpoint,
+    DataHandler,
     Future,
     Listener,
     Runtime,
@@ -33,7 +35,7 @@ from chaski_actors.runtime import (
 )
 
 from . import _tls
-from ._kernel import Life, SimFuture, SimTask, SimTimeout
+from ._kernel import Life, SimFuture, SimTask, SimTimeout, _Ready
 from .network import MAX_DATAGRAM, _Pipe, derive_seed
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ __all__ = ["SimRuntime"]
 _ANY_HOST = ("", "0.0.0.0", "::")
 # Bytes of nonce in each simulated TLS hello, as in TLS's own randoms.
 _TLS_NONCE = 32
+# How much a stream's reader takes at a time (the default consume's figure).
+_READ_SIZE = 1 << 18
 
 security_log = logging.getLogger("chaski.security")
 
@@ -68,6 +72,8 @@ class SimRuntime(Runtime):
         # The host's live tasks, in spawn order; a task leaves when it ends.
         self._tasks: dict[SimTask[Any], None] = {}
         self._closeables: dict[int, Listener | DatagramEndpoint] = {}
+        # Streams' readers (consume), which a crash stops as it stops tasks.
+        self._readers: dict[_Reader, None] = {}
 
     def __repr__(self) -> str:
         state = "up" if self.network.is_up(self._host) else "down"
@@ -237,6 +243,8 @@ class SimRuntime(Runtime):
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
+        for reader in list(self._readers):
+            reader.cancel()
         self._closeables.clear()
 
     def _restarted(self) -> None:
@@ -318,6 +326,19 @@ class SimStream(Stream):
         if data:
             network._send(out, bytes(data))
 
+    def try_send(self, data: bytes) -> bool:
+        out = self._out
+        if (
+            self._closed
+            or not self._life.alive
+            or out.error is not None
+            or out.in_flight + out.buffered >= self._network.window
+            or not data
+        ):
+            return False
+        self._network._send(out, bytes(data))
+        return True
+
     async def receive(self, max_bytes: int = 65536) -> bytes:
         pipe = self._in
         while not pipe.buffered:
@@ -339,6 +360,29 @@ class SimStream(Stream):
             pipe.wake_writer()
         return data
 
+    def consume(
+        self,
+        runtime: Runtime,
+        on_data: DataHandler,
+        on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
+        *,
+        name: str,
+    ) -> Task[None]:
+        return _Reader(self, runtime, on_data, on_end, name)
+
+    def _end_error(self) -> BaseException | None:
+        """What :meth:`receive` raises once nothing is left to read, if anything."""
+        if self._closed:
+            return ClosedResourceError("stream was closed")
+        if not self._life.alive:
+            return ClosedResourceError(f"host {self._local[0]} crashed")
+        error = self._in.error
+        if error is not None:
+            broken = BrokenResourceError(str(error))
+            broken.__cause__ = error
+            return broken
+        return None
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -354,6 +398,210 @@ class SimStream(Stream):
             return
         self._closed = True
         self._network._reset(self._out, self._in)
+
+
+class _Reader:
+    """A stream's reader, run from the wake-up that its data's arrival causes.
+
+    ``consume`` without a task: where the reading task would be resumed
+    (the arrival of a segment resolves the pipe's reader future, see
+    ``network._arrive``), this reader's callback runs instead, reads what
+    arrived and hands it to ``on_data``, stepping by hand the coroutine
+    that this may return. It is woken at the very moment the task would
+    have been, so the schedule and the trace are those of a reading task;
+    what it saves is the task's machinery per read: a coroutine step for
+    the loop, and one for each ``receive``.
+
+    A call of ``on_data`` that waits finishes in a task, which then reads
+    on until the stream has nothing more; nothing is read meanwhile, so the
+    peer feels the back-pressure as it did with a reading task. A crash of
+    the host stops the reader as it cancels the host's tasks: ``on_end`` is
+    not called.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_finished",
+        "_name",
+        "_on_data",
+        "_on_end",
+        "_over",
+        "_parked",
+        "_readers",
+        "_runtime",
+        "_stream",
+        "_task",
+        "_wake",
+    )
+
+    def __init__(
+        self,
+        stream: SimStream,
+        runtime: Runtime,
+        on_data: DataHandler,
+        on_end: Callable[[BaseException | None], Coroutine[Any, Any, None]],
+        name: str,
+    ) -> None:
+        self._stream = stream
+        self._runtime = runtime
+        self._on_data = on_data
+        self._on_end = on_end
+        self._name = name
+        self._clock = stream._network.env
+        self._finished: SimFuture[None] = SimFuture(self._clock)
+        # A call of on_data (or on_end) that waited, finishing in a task.
+        self._task: Task[None] | None = None
+        self._over = False
+        # The future whose callbacks hold ``_wake`` while nothing is to read.
+        self._parked: SimFuture[None] | None = None
+        self._wake = self._woken
+        if isinstance(runtime, SimRuntime):
+            self._readers: dict[_Reader, None] | None = runtime._readers
+            self._readers[self] = None
+        else:
+            self._readers = None
+        # The first read is due when a task spawned now would make it.
+        self._clock._ready.append(_Ready(self._wake, True, None))
+
+    def __repr__(self) -> str:
+        state = "over" if self._over else "waiting" if self._task else "reading"
+        return f"<reader {self._name} {state}>"
+
+    def get_name(self) -> str:
+        return self._name
+
+    def done(self) -> bool:
+        return self._finished.done()
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if self._finished.done():
+            return False
+        self._over = True
+        if self._task is not None:
+            self._task.cancel(msg)  # its end finishes the reader
+            return True
+        parked = self._parked
+        if parked is not None and parked.callbacks:
+            parked.callbacks.remove(self._wake)
+        self._parked = None
+        self._finish(cancelled=True)
+        return True
+
+    def cancelling(self) -> int:
+        task = self._task
+        return 0 if task is None else task.cancelling()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._finished.__await__()
+
+    def _woken(self, _event: Any) -> None:
+        self._parked = None
+        if not self._over:
+            self._read()
+
+    def _read(self) -> None:
+        """Hand what has arrived to ``on_data`` until it waits or nothing is left.
+
+        What the reading task's ``receive`` did, step for step.
+        """
+        stream = self._stream
+        pipe = stream._in
+        while True:
+            if not pipe.buffered:
+                error = stream._end_error()
+                if error is None and not pipe.eof:
+                    self._park()
+                    return
+                self._over = True
+                self._step(self._on_end(error))
+                return
+            data = pipe.take(_READ_SIZE)
+            if pipe.writer is not None:
+                pipe.wake_writer()
+            handled = self._on_data(data)
+            if handled is True:
+                continue  # handled at once, the usual case
+            if handled is False:
+                self._over = True
+                self._finish()
+                return
+            if not self._step(handled):
+                return
+
+    def _park(self) -> None:
+        pipe = self._stream._in
+        reader = pipe.reader
+        if reader is None or (reader.done() and not reader._reuse()):
+            reader = pipe.reader = SimFuture(self._clock)
+        reader.callbacks.append(self._wake)
+        self._parked = reader
+
+    def _step(self, coro: Coroutine[Any, Any, Any]) -> bool:
+        """Run ``coro`` until it first waits; whether reading goes on at once.
+
+        False if the coroutine waits (a task finishes it and reads on), if
+        it returned False (reading stops), or if it failed.
+        """
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as stop:
+            if self._over:
+                self._finish()  # on_end, or a stop while on_data ran
+                return False
+            if not stop.value:
+                self._over = True
+                self._finish()
+                return False
+            return True
+        except Exception as exc:
+            self._crashed(exc)
+            return False
+        self._task = self._runtime.spawn(
+            self._catch_up(Rest(coro, waiting_on)), name=self._name
+        )
+        return False
+
+    async def _catch_up(self, rest: Rest[Any]) -> None:
+        try:
+            keep = await rest
+        except CancelledError:
+            # By the owner, or by a crash of the host.
+            self._over = True
+            self._finish(cancelled=True)
+            raise
+        except Exception as exc:
+            self._crashed(exc)
+            return
+        finally:
+            self._task = None
+        if self._over:
+            self._finish()  # on_end is done, or the owner stopped reading
+        elif keep:
+            self._read()
+        else:
+            self._over = True
+            self._finish()
+
+    def _crashed(self, exc: Exception) -> None:
+        self._over = True
+        self._stream._network.kernel.report_crash(self, exc)
+        if not self._finished.done():
+            self._finished.set_exception(exc)
+        self._forget()
+
+    def _finish(self, *, cancelled: bool = False) -> None:
+        finished = self._finished
+        if not finished.done():
+            if cancelled:
+                finished.cancel()
+            else:
+                finished.set_result(None)
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._readers is not None:
+            self._readers.pop(self, None)
+            self._readers = None
 
 
 class SimListener(Listener):

@@ -299,3 +299,73 @@ def test_a_burst_of_segments_is_read_in_one_piece_within_max_bytes() -> None:
         return [await server.receive(5), await server.receive()]
 
     assert run_sim(main, pair(latency=0.01)) == [b"abcde", b"fghi"]
+
+
+def test_consume_reads_in_order_and_holds_back_while_on_data_waits() -> None:
+    async def main(net: SimNetwork) -> tuple[Any, ...]:
+        client, accepted = await open_pair(net)
+        rt = net.runtime("b")
+        seen: list[tuple[float, bytes]] = []
+        ended: list[tuple[float, BaseException | None]] = []
+        gate = rt.create_future()
+
+        async def on_data(data: bytes) -> bool:
+            seen.append((round(rt.now(), 6), data))
+            if data == b"wait":
+                await gate
+            return True
+
+        async def on_end(exc: BaseException | None) -> None:
+            ended.append((round(rt.now(), 6), exc))
+
+        reader = accepted[0].consume(rt, on_data, on_end, name="read")
+        for data in (b"one", b"wait", b"two", b"three"):
+            await client.send(data)
+            await rt.sleep(0.1)
+        held = list(seen)
+        gate.set_result(None)
+        await rt.sleep(0.1)
+        await client.aclose()
+        await rt.sleep(0.1)
+        return held, seen, ended, reader.done()
+
+    held, seen, ended, done = run_sim(main, pair(latency=0.01))
+    # Each piece is read the moment it arrives; what arrives while a call
+    # waits is read, in one piece, when that call is over.
+    assert held == [(0.03, b"one"), (0.13, b"wait")]
+    assert seen == [*held, (0.42, b"twothree")]
+    assert ended == [(0.53, None)]
+    assert done
+
+
+def test_consume_stops_when_cancelled_or_when_its_host_crashes() -> None:
+    async def main(net: SimNetwork) -> tuple[list[bytes], list[str]]:
+        seen: list[bytes] = []
+        ended: list[str] = []
+
+        async def on_data(data: bytes) -> bool:
+            seen.append(data)
+            return True
+
+        async def on_end(exc: BaseException | None) -> None:
+            ended.append(repr(exc))
+
+        for stop in ("cancel", "crash"):
+            client, accepted = await open_pair(net)
+            rt = net.runtime("b")
+            reader = accepted[0].consume(rt, on_data, on_end, name="read")
+            await client.send(stop.encode())
+            await net.runtime("a").sleep(0.1)
+            if stop == "cancel":
+                assert reader.cancel()
+            else:
+                net.crash("b")
+            await client.send(b"after " + stop.encode())
+            await client.aclose()
+            await net.runtime("a").sleep(0.1)
+            assert reader.done()
+        return seen, ended
+
+    seen, ended = run_sim(main, pair(latency=0.01))
+    assert seen == [b"cancel", b"crash"]
+    assert ended == []
