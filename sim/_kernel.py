@@ -152,6 +152,12 @@ class _Ready:
 class _Wake(simpy.Event):
     """What a sleeping task waits on: an event already placed in the heap."""
 
+    def __await__(self) -> Generator[Any, None, None]:
+        # A wake-up has no value, so a plain iterator of the one event does
+        # what a generator would (the task's send(None) ends it; a throw is
+        # raised at the await), without a generator per sleep.
+        return iter((self,))  # type: ignore[return-value]
+
 
 class Clock(simpy.Environment):
     """simpy's environment with a ready queue and timers in its heap."""
@@ -602,7 +608,7 @@ class _Sleep:
 
     def __await__(self) -> Generator[Any, None, None]:
         clock = self._clock
-        yield clock.wake_at(clock._now + self._seconds)
+        return clock.wake_at(clock._now + self._seconds).__await__()
 
 
 class SimTimeout:

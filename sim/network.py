@@ -134,8 +134,18 @@ class Trace:
         self._add(f"{time:.9f} {kind} {' '.join(map(str, fields))}\n")
 
     def segment(self, time: float, cid: int, source: str, size: int) -> None:
-        """``record(time, "seg", cid, source, size)``, for the commonest line."""
-        self._add(f"{time:.9f} seg {cid} {source} {size}\n")
+        """``record(time, "seg", cid, source, size)``, for the commonest line.
+
+        ``_add`` written out: one line per segment that arrives.
+        """
+        line = f"{time:.9f} seg {cid} {source} {size}\n"
+        pending = self._pending
+        pending.append(line)
+        self.count += 1
+        if self.lines is not None:
+            self.lines.append(line)
+        if len(pending) >= self._BATCH:
+            self._flush()
 
     def _add(self, line: str) -> None:
         pending = self._pending

@@ -87,7 +87,8 @@ class SimRuntime(Runtime):
         return self._clock._now
 
     async def sleep(self, seconds: float) -> None:
-        await self._kernel.sleep(seconds)
+        clock = self._clock
+        await clock.wake_at(clock._now + seconds)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         # A crash stops the host's timers as it stops its tasks: a timer set
@@ -454,7 +455,7 @@ class _Reader:
         self._over = False
         # The future whose callbacks hold ``_wake`` while nothing is to read.
         self._parked: SimFuture[None] | None = None
-        self._wake = self._woken
+        self._wake = self._read
         if isinstance(runtime, SimRuntime):
             self._readers: dict[_Reader, None] | None = runtime._readers
             self._readers[self] = None
@@ -494,27 +495,18 @@ class _Reader:
     def __await__(self) -> Generator[Any, None, None]:
         return self._finished.__await__()
 
-    def _woken(self, _event: Any) -> None:
-        self._parked = None
-        if not self._over:
-            self._read()
-
-    def _read(self) -> None:
+    def _read(self, _event: Any = None) -> None:
         """Hand what has arrived to ``on_data`` until it waits or nothing is left.
 
-        What the reading task's ``receive`` did, step for step.
+        What the reading task's ``receive`` did, step for step. Also the
+        callback of the event that wakes the reader (``_event``).
         """
+        self._parked = None
+        if self._over:
+            return
         stream = self._stream
         pipe = stream._in
-        while True:
-            if not pipe.buffered:
-                error = stream._end_error()
-                if error is None and not pipe.eof:
-                    self._park()
-                    return
-                self._over = True
-                self._step(self._on_end(error))
-                return
+        while pipe.buffered:
             data = pipe.take(_READ_SIZE)
             if pipe.writer is not None:
                 pipe.wake_writer()
@@ -527,9 +519,17 @@ class _Reader:
                 return
             if not self._step(handled):
                 return
-
-    def _park(self) -> None:
-        pipe = self._stream._in
+        if (
+            stream._closed
+            or pipe.error is not None
+            or pipe.eof
+            or not stream._life.alive
+        ):
+            self._over = True
+            self._step(self._on_end(stream._end_error()))
+            return
+        # Wait for the next arrival on the pipe's reader future, reused as
+        # receive reuses it.
         reader = pipe.reader
         if reader is None or (reader.done() and not reader._reuse()):
             reader = pipe.reader = SimFuture(self._clock)
