@@ -834,6 +834,8 @@ class Node:
         A lone frame of a higher layer's kind (a remote call or its answer,
         mostly) goes to its handler from here, without a coroutine of the
         node's own: a handler that does not wait then costs none at all.
+        Publishes of one topic that the inbox takes at once, what nearly
+        every other frame carries, are delivered from here too.
         """
         first = items[0] if len(items) == 1 else None
         if type(first) is list and first and type(first[0]) is int:
@@ -847,11 +849,7 @@ class Node:
                     return None
                 link.received_numbered(1)
                 return handler(link, frame)
-        return self._numbered_frames(link, seq, ack, items)
 
-    async def _numbered_frames(
-        self, link: Link, seq: int, ack: int, items: list[Any]
-    ) -> None:
         source = link.peer.name
         first = items[0] if items else None
         # Publishes come in runs; anything else comes alone (see above) or
@@ -865,18 +863,23 @@ class Node:
         link.acknowledged(ack)
         new = link.session.accept(seq, len(items))
         if not new:
-            return
+            return None
         link.received_numbered(new)
-        if quick:
-            messages, mixed = quick
-            if new < len(messages):
-                messages = messages[len(messages) - new :]
-            if mixed:
-                await self._deliver_runs(messages)
-            else:
-                await self._deliver_run(messages)
-            return
+        if not quick:
+            return self._numbered_frames(link, source, frames, new)
+        messages, mixed = quick
+        if new < len(messages):
+            messages = messages[len(messages) - new :]
+        if mixed:
+            return self._deliver_runs(messages)
+        if self._offer_run(messages):
+            return None
+        return self._deliver_run(messages)
 
+    async def _numbered_frames(
+        self, link: Link, source: str, frames: list[Frame], new: int
+    ) -> None:
+        """The ``new`` last of a numbered frame's frames, not all publishes."""
         # Anything but a publish is handled in its place, after the
         # publishes before it.
         now: float | None = None  # read once, and only for a publish
@@ -929,6 +932,22 @@ class Node:
         await self._deliver_run(
             [Message(topic, data, source, sent_at, self.runtime.now())]
         )
+
+    def _offer_run(self, run: list[Message]) -> bool:
+        """Deliver as :meth:`_deliver_run` would, if that needs no wait.
+
+        False, having done nothing, if the topic has a sink or the inbox
+        cannot take the messages at once.
+        """
+        topic = run[0].topic
+        if topic not in self.topics:
+            self._unroutable += len(run)
+            return True
+        inbox = self.inbox
+        if topic in self._sinks or not (inbox.closed or inbox.offer_many(run)):
+            return False
+        self._delivered += len(run)
+        return True
 
     async def _deliver_run(self, run: list[Message]) -> None:
         """Deliver messages of one topic, in order."""

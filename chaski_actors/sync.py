@@ -259,7 +259,13 @@ class Queue(Generic[T]):
             except BaseException:
                 self._unpark(waiter, self._getters)
                 raise
-        return self.get_nowait()
+        # get_nowait, written out as above: a consumer that keeps up comes
+        # this way for every item.
+        self._got += 1
+        item = items.popleft()
+        if self._putters:
+            self._wake(self._putters)
+        return item
 
     async def get_batch(self, limit: int | None = None) -> list[T]:
         """The queued items, oldest first, at most ``limit``; waits for one.
