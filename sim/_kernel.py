@@ -34,6 +34,10 @@ what one step does, both for speed, neither visible to simpy code:
   ready. It spares a heap push and pop, and a sequence number, per
   wake-up, of which a delivered message has several. A future settled
   while nobody waits for it is not queued at all.
+* End-of-turn callbacks (``at_turn_end``: a link that sent closes its
+  batch) registered one after another, with nothing queued between them,
+  share one ready-queue entry, a :class:`_TurnEnd`: they would have run
+  one after the other anyway, so the order is unchanged.
 * Timers and network arrivals sit in the heap itself as small records
   (:class:`TimerHandle`, :class:`_Call`), not as ``simpy.Timeout`` events
   with a callback list, and a sleeping task waits on one plain event placed
@@ -127,6 +131,21 @@ class _Soon:
         return self._callback is None
 
 
+class _TurnEnd:
+    """Ready-queue entry for end-of-turn callbacks registered one after another.
+
+    Callbacks that ``at_turn_end`` queues with nothing queued between them
+    would run one after the other anyway, so they share one entry: a link
+    that sent in a turn costs a list entry, not a queue entry of its own.
+    Each keeps the life of the host that registered it.
+    """
+
+    __slots__ = ("calls",)
+
+    def __init__(self, callback: Callable[[], None], life: Life | None) -> None:
+        self.calls: list[tuple[Callable[[], None], Life | None]] = [(callback, life)]
+
+
 class _Call:
     """``fn(arg)`` at a set time: an arrival that nothing ever cancels."""
 
@@ -168,6 +187,9 @@ class Clock(simpy.Environment):
     def __init__(self) -> None:
         super().__init__(0.0)
         self._ready: deque[Any] = deque()
+        # The last _TurnEnd queued; more callbacks join it while it is still
+        # the last entry of the ready queue.
+        self._turn_end: _TurnEnd | None = None
         # Live timers, and dead (cancelled) entries still in the heap.
         self._timers = 0
         self._dead = 0
@@ -216,46 +238,71 @@ class Clock(simpy.Environment):
         ready = self._ready
         queue: list[Any] = self._queue
         event: Any
-        while True:
-            self.served += 1
-            if ready:
-                event = ready.popleft()
-            else:
-                try:
-                    self._now, _, _, event = heappop(queue)
-                except IndexError:
-                    raise EmptySchedule from None
-            kind = event.__class__
-            if kind is _Call:
-                event.fn(event.arg)
-            elif kind is TimerHandle or kind is _Soon:
-                callback = event._callback
-                if callback is not None:
-                    event._callback = None
-                    if kind is TimerHandle:
-                        self._timers -= 1
-                    life = event._life
-                    if life is None or life.alive:
-                        callback()
-                elif kind is TimerHandle:
-                    self._dead -= 1
-            else:
-                callbacks, event.callbacks = event.callbacks, None
-                try:
-                    for callback in callbacks:
-                        callback(event)
-                except StopSimulation:
-                    # As simpy does: the rest of the callbacks run when the
-                    # simulation resumes, before anything else.
-                    event.callbacks = callbacks[callbacks.index(callback) + 1 :]
-                    ready.appendleft(event)
-                    raise
-                if not event._ok and not hasattr(event, "_defused"):
-                    exc = type(event._value)(*event._value.args)
-                    exc.__cause__ = event._value
-                    raise exc
-            if once:
-                return
+        # Counted in a local and added up when the loop is left (by
+        # StopSimulation, say): an attribute update per entry is noticeable.
+        served = 0
+        try:
+            while True:
+                served += 1
+                if ready:
+                    event = ready.popleft()
+                else:
+                    try:
+                        self._now, _, _, event = heappop(queue)
+                    except IndexError:
+                        raise EmptySchedule from None
+                kind = event.__class__
+                if kind is _Call:
+                    event.fn(event.arg)
+                elif kind is TimerHandle or kind is _Soon:
+                    callback = event._callback
+                    if callback is not None:
+                        event._callback = None
+                        if kind is TimerHandle:
+                            self._timers -= 1
+                        life = event._life
+                        if life is None or life.alive:
+                            callback()
+                    elif kind is TimerHandle:
+                        self._dead -= 1
+                elif kind is _TurnEnd:
+                    self._end_turn(event)
+                else:
+                    callbacks, event.callbacks = event.callbacks, None
+                    try:
+                        for callback in callbacks:
+                            callback(event)
+                    except StopSimulation:
+                        # As simpy does: the rest of the callbacks run when
+                        # the simulation resumes, before anything else.
+                        event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+                        ready.appendleft(event)
+                        raise
+                    if not event._ok and not hasattr(event, "_defused"):
+                        exc = type(event._value)(*event._value.args)
+                        exc.__cause__ = event._value
+                        raise exc
+                if once:
+                    return
+        finally:
+            self.served += served
+
+    def _end_turn(self, entry: _TurnEnd) -> None:
+        """Run the callbacks of one :class:`_TurnEnd`, in order."""
+        if entry is self._turn_end:
+            self._turn_end = None
+        calls = entry.calls
+        try:
+            for callback, life in calls:
+                if life is None or life.alive:
+                    callback()
+        except BaseException:
+            # The callbacks after the failed one stay first in line, as
+            # their own entries would have.
+            entry.calls = calls[calls.index((callback, life)) + 1 :]
+            if entry.calls:
+                self._ready.appendleft(entry)
+            raise
 
     def call_at(
         self, when: float, callback: Callable[[], None], life: Life | None = None
@@ -274,6 +321,20 @@ class Clock(simpy.Environment):
         handle = _Soon(callback, life)
         self._ready.append(handle)
         return handle
+
+    def at_turn_end(self, callback: Callable[[], None], life: Life | None) -> None:
+        """``call_soon`` without a handle: it cannot be cancelled.
+
+        Exactly the order of ``call_soon``: a callback joins the entry
+        queued last only if that entry is end-of-turn callbacks already.
+        """
+        ready = self._ready
+        batch = self._turn_end
+        if batch is not None and ready and ready[-1] is batch:
+            batch.calls.append((callback, life))
+        else:
+            batch = self._turn_end = _TurnEnd(callback, life)
+            ready.append(batch)
 
     def call(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:
         now = self._now
@@ -546,8 +607,11 @@ class SimTask(Generic[T]):
                 kernel.current = None
 
             value, error = None, None
-            if target.__class__ is not SimFuture and not isinstance(
-                target, simpy.Event
+            kind = target.__class__
+            if (
+                kind is not SimFuture
+                and kind is not _Wake
+                and not isinstance(target, simpy.Event)
             ):
                 error = TypeError(
                     f"task {self._name!r} awaited {target!r}, which the simulated "

@@ -69,10 +69,12 @@ import hashlib
 import itertools
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
+from heapq import heappush
 from random import Random
 from typing import Any, Final
 
 import networkx as nx
+from simpy.events import NORMAL, PENDING
 
 from chaski_actors.errors import (
     BrokenResourceError,
@@ -81,7 +83,7 @@ from chaski_actors.errors import (
 )
 from chaski_actors.runtime import Address, StreamHandler, derive_seed
 
-from ._kernel import Kernel, SimFuture
+from ._kernel import Kernel, SimFuture, _Call
 from ._latency import Latency, parse_latency
 
 __all__ = [
@@ -660,7 +662,7 @@ class SimNetwork:
         wait there would book those hops for the future, queueing every
         other connection that crosses them behind one unlucky segment.
         """
-        t = self.kernel.now()
+        t = self.env._now
         retransmitting = 0.0
         rng = self.rng
         for hop in path:
@@ -785,7 +787,19 @@ class SimNetwork:
         last = pipe.last_arrival
         # In order: never before the segment sent ahead of it.
         arrival = pipe.last_arrival = arrival if arrival > last else last
-        self.env.call(arrival, self._arrive, (pipe, number, data, path, version))
+        # Clock.call written out, once per segment: the arrival is never
+        # in the past, so it needs no clamping to now.
+        clock = self.env
+        heap: list[Any] = clock._queue
+        heappush(
+            heap,
+            (
+                arrival,
+                NORMAL,
+                next(clock._eid),
+                _Call(self._arrive, (pipe, number, data, path, version)),
+            ),
+        )
 
     def _stall(self, pipe: _Pipe, number: int, data: bytes) -> None:
         # Segments sent before the path broke may still be in flight and
@@ -839,7 +853,7 @@ class SimNetwork:
         else:
             pipe.eof = True
         reader = pipe.reader
-        if reader is not None and not reader.done():
+        if reader is not None and reader._value is PENDING:
             # The arrival and the reader's wake-up in one step.
             reader._set_now()
 

@@ -12,6 +12,8 @@ from contextlib import AbstractAsyncContextManager
 from random import Random
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from simpy.events import PENDING
+
 from chaski_actors._eager import Rest
 from chaski_actors.errors import (
     BrokenResourceError,
@@ -100,6 +102,10 @@ class SimRuntime(Runtime):
         # The clock's ready queue: no heap entry, and after the ready work
         # queued before it, as asyncio's call_soon.
         return self._clock.call_soon(callback, self._life)
+
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        # Under the host's life, as call_soon; see Clock.at_turn_end.
+        self._clock.at_turn_end(callback, self._life)
 
     def wall_clock(self) -> float:
         return self.network.epoch + self.now()
@@ -329,15 +335,17 @@ class SimStream(Stream):
 
     def try_send(self, data: bytes) -> bool:
         out = self._out
+        network = self._network
         if (
             self._closed
             or not self._life.alive
             or out.error is not None
-            or out.in_flight + out.buffered >= self._network.window
+            or out.in_flight + out.buffered >= network.window
             or not data
         ):
             return False
-        self._network._send(out, bytes(data))
+        # A frame is nearly always bytes already, and then needs no copy.
+        network._send(out, data if data.__class__ is bytes else bytes(data))
         return True
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -507,7 +515,13 @@ class _Reader:
         stream = self._stream
         pipe = stream._in
         while pipe.buffered:
-            data = pipe.take(_READ_SIZE)
+            chunks = pipe.chunks
+            if len(chunks) == 1 and pipe.buffered <= _READ_SIZE:
+                # take() of the usual lone segment, written out.
+                data = chunks.pop()
+                pipe.buffered = 0
+            else:
+                data = pipe.take(_READ_SIZE)
             if pipe.writer is not None:
                 pipe.wake_writer()
             handled = self._on_data(data)
@@ -531,7 +545,7 @@ class _Reader:
         # Wait for the next arrival on the pipe's reader future, reused as
         # receive reuses it.
         reader = pipe.reader
-        if reader is None or (reader.done() and not reader._reuse()):
+        if reader is None or (reader._value is not PENDING and not reader._reuse()):
             reader = pipe.reader = SimFuture(self._clock)
         reader.callbacks.append(self._wake)
         self._parked = reader
