@@ -288,6 +288,19 @@ def _check_thoroughly(item: object) -> Frame:
 class LinkProtocol:
     """The sans-IO state machine of one link; see the module essay."""
 
+    # Slots: one per link, used for every frame (see Session).
+    __slots__ = (
+        "_decoder",
+        "_ext",
+        "_max_frame_size",
+        "_pack",
+        "bytes_in",
+        "bytes_out",
+        "frames_in",
+        "frames_out",
+        "state",
+    )
+
     def __init__(
         self,
         *,

@@ -182,6 +182,9 @@ DataHandler = Callable[[bytes], bool | Coroutine[Any, Any, bool]]
 class Stream(abc.ABC):
     """A reliable, ordered byte stream: a TCP connection, real or simulated."""
 
+    # Empty, so that a backend's streams may use slots of their own.
+    __slots__ = ()
+
     @property
     @abc.abstractmethod
     def local_address(self) -> Address: ...
@@ -312,6 +315,9 @@ class DatagramEndpoint(abc.ABC):
 
 class Runtime(abc.ABC):
     """Clock, tasks, timers and sockets for one host."""
+
+    # Empty, so that a backend's runtime may use slots of its own.
+    __slots__ = ()
 
     #: "real" or "sim": for logs and reports, never for branching in actors.
     kind: str

@@ -91,6 +91,20 @@ class Queue(Generic[T]):
     :class:`ClosedResourceError`; ``put`` raises it at once.
     """
 
+    # Slots: a node's inbox is used for every message (see Session).
+    __slots__ = (
+        "_closed",
+        "_dropped",
+        "_getters",
+        "_got",
+        "_items",
+        "_maxsize",
+        "_overflow",
+        "_put",
+        "_putters",
+        "_runtime",
+    )
+
     def __init__(
         self, runtime: Runtime, maxsize: int, overflow: Overflow = "wait"
     ) -> None:

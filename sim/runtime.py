@@ -59,6 +59,22 @@ security_log = logging.getLogger("chaski.security")
 class SimRuntime(Runtime):
     """The :class:`Runtime` of one simulated host."""
 
+    # Slots, as for the other per-host objects on the message path: no
+    # __dict__ to fetch from memory besides the object itself, which counts
+    # once thousands of hosts no longer fit in the processor's caches.
+    __slots__ = (
+        "_clock",
+        "_closeables",
+        "_host",
+        "_ids",
+        "_kernel",
+        "_life",
+        "_readers",
+        "_tasks",
+        "network",
+        "random",
+    )
+
     kind = "sim"
     cancelled_error = CancelledError
 
@@ -261,6 +277,18 @@ class SimRuntime(Runtime):
 
 class SimStream(Stream):
     """One end of a simulated TCP connection."""
+
+    # Slots: see SimRuntime.
+    __slots__ = (
+        "_closed",
+        "_identity",
+        "_in",
+        "_life",
+        "_local",
+        "_network",
+        "_out",
+        "_peer",
+    )
 
     def __init__(
         self,
