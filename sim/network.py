@@ -429,6 +429,8 @@ class SimNetwork:
             "retransmissions": 0,
         }
         self._fault_watchers: list[Callable[[str], None]] = []
+        # Bound once: every segment's heap entry calls it.
+        self._arrival = self._arrive
 
     # -- the public face -----------------------------------------------------
 
@@ -797,7 +799,7 @@ class SimNetwork:
                 arrival,
                 NORMAL,
                 next(clock._eid),
-                _Call(self._arrive, (pipe, number, data, path, version)),
+                _Call(self._arrival, (pipe, number, data, path, version)),
             ),
         )
 
@@ -827,8 +829,9 @@ class SimNetwork:
                 self.trace.record(self.now(), "rst", pipe.conn.cid, pipe.dst)
                 self._send_reset(pipe.reverse, pipe)
             return
+        current = self._version
         if pipe.stalled or (
-            version != self._version
+            version != current
             and (not self._path_alive(path) or (pipe.src, pipe.dst) in self._blocked)
         ):
             self._stall(pipe, number, data)
@@ -839,7 +842,7 @@ class SimNetwork:
             return
 
         size = len(data)
-        if pipe.routed == self._version and pipe.back is not None:
+        if pipe.routed == current and pipe.back is not None:
             pipe.in_flight -= size  # _acknowledge's usual case, written out
         else:
             self._acknowledge(pipe, size)

@@ -133,7 +133,7 @@ class SimRuntime(Runtime):
         return dt.datetime.fromtimestamp(self.wall_clock(), dt.UTC)
 
     def create_future(self) -> Future[Any]:
-        return SimFuture(self._kernel.env)
+        return SimFuture(self._clock)
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> Task[T]:
         if not self.network.is_up(self._host):
