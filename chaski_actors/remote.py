@@ -314,23 +314,41 @@ class CallBook:
         )
 
     def admit(self, key: Key) -> Admission:
+        admission = self.check(key)
+        if admission is Admission.RUN:
+            self.start(key)
+        return admission
+
+    def check(self, key: Key) -> Admission:
+        """:meth:`admit`, but a call let through is not yet running.
+
+        For a call that may end before anything else happens (a plain
+        method, run in the reader): it is answered with :meth:`remember`,
+        and never enters the book of running calls, which would cost more
+        than the rest of its bookkeeping. One that goes on running (a
+        coroutine method, awaited in a task) is marked with :meth:`start`,
+        before anything else can be admitted.
+        """
         if key in self._running:
             self._duplicates += 1
             return Admission.RUNNING
         if key in self._answers:
             self._duplicates += 1
             return Admission.ANSWERED
-        peer = key[0]
         if (
             len(self._running) >= self.max_running
-            or self._per_peer.get(peer, 0) >= self.max_per_peer
+            or self._per_peer.get(key[0], 0) >= self.max_per_peer
         ):
             self._busy += 1
             return Admission.BUSY
-        self._running[key] = None
-        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
         self._admitted += 1
         return Admission.RUN
+
+    def start(self, key: Key) -> None:
+        """Mark a call let through by :meth:`check` as running."""
+        self._running[key] = None
+        peer = key[0]
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
 
     def answer(self, key: Key) -> bytes:
         """The remembered answer of a finished call (after ``ANSWERED``)."""
@@ -338,8 +356,11 @@ class CallBook:
 
     def finish(self, key: Key, answer: bytes) -> None:
         """A running call ended with ``answer``; remember it for duplicates."""
-        if not self._release(key):
-            return
+        if self._release(key):
+            self.remember(key, answer)
+
+    def remember(self, key: Key, answer: bytes) -> None:
+        """A call that :meth:`check` let through ended without running on."""
         answers = self._answers
         answers[key] = answer
         while len(answers) > self.cache_size:
@@ -707,7 +728,9 @@ class Remote:
             return
 
         key = (link.peer.node_id, request.call_id)
-        admission = self.book.admit(key)
+        # Not marked running yet: most calls end here, in the reader (see
+        # CallBook.check); _call marks one that goes on in a task.
+        admission = self.book.check(key)
         if admission is Admission.RUNNING:
             return
         if admission is Admission.ANSWERED:
@@ -727,7 +750,7 @@ class Remote:
         else:
             answer = self._answer_inline(request)
         if answer is not None:
-            self.book.finish(key, answer)
+            self.book.remember(key, answer)
             self._reply(link, request.call_id, answer)
 
     def _call(self, link: Link, key: Key, request: CallRequest) -> bytes | None:
@@ -754,17 +777,15 @@ class Remote:
             # Raised by the method itself (a cancelled future's result, say):
             # the reader is not being cancelled, so it must not end here.
             return self._failed(request, exc)
-        except BaseException:
-            self.book.cancel(key)
-            raise
         if type(value) in _PLAIN or not inspect.isawaitable(value):
             # The usual answer goes out encoded and numbered in one go.
             item = link.send_one_now(RESULT, request.call_id, value)
             if item is None:
                 return self._result(request.call_id, value)
-            self.book.finish(key, item)
+            self.book.remember(key, item)
             return None
 
+        self.book.start(key)
         task = self.runtime.spawn(
             self._await(link.peer.name, key, request),
             name=f"call-{link.peer.name}-{request.call_id}",
