@@ -559,7 +559,8 @@ class Link:
 
     def _uncork(self) -> None:
         self._corked = self._open = False
-        self._end_shared()
+        if self._shared is not None:
+            self._end_shared()
         if self._batch:
             self._start_flusher(at_once=True)
 
