@@ -228,6 +228,8 @@ class Link:
         self.protocol = LinkProtocol(max_frame_size=node.settings.max_frame_size)
         self.topics: set[str] = set(peer.topics)
         self.opened_at = node.runtime.now()
+        # The runtime's clock, read on every frame sent and every read.
+        self._clock = node.runtime.now
         self.rtts = RttEstimator()
         self.reader: Task[None] | None = None
         self.reconnector: Task[None] | None = None
@@ -616,12 +618,12 @@ class Link:
         protocol.bytes_out += size
         self.frames_out += 1
         self.bytes_out += size
-        self.last_sent = self.node.runtime.now()
+        self.last_sent = self._clock()
 
     def count_in(self, data: bytes, frames: int) -> None:
         self.frames_in += frames
         self.bytes_in += len(data)
-        self.last_heard = self.node.runtime.now()
+        self.last_heard = self._clock()
 
     # -- acknowledgements ------------------------------------------------------
 
@@ -638,7 +640,7 @@ class Link:
             return
         if owed == new:
             # Nothing was owed before these: the wait starts now.
-            self._owed_since = self.node.runtime.now()
+            self._owed_since = self._clock()
             if self._ack_timer is None:
                 self._ack_timer = self.node.runtime.call_later(
                     self.node.settings.ack_delay_s, self._ack_timer_fired
