@@ -546,7 +546,8 @@ class Remote:
             raise LinkLostError(f"{self.node.name} has no link to {peer!r}")
         call_id = next(self._ids)
         waiter: Future[Any] = self.runtime.create_future()
-        payload = [call_id, op, target, list(path), list(args), kwargs or {}]
+        # msgpack writes a tuple as the array a list makes: no copies.
+        payload = [call_id, op, target, path, args, kwargs or {}]
         deadline = self.node.settings.call_timeout_s if timeout is None else timeout
         gate = self._gates.get(peer)
         if gate is None:
@@ -786,7 +787,8 @@ class Remote:
                     f"{'.'.join(request.path)} is not callable; read it instead",
                     remote_type="TypeError",
                 )
-            value = method(*request.args, **request.kwargs)
+            kwargs = request.kwargs
+            value = method(*request.args, **kwargs) if kwargs else method(*request.args)
         except RemoteError as exc:
             return self._failure(request.call_id, exc)
         except Exception as exc:
