@@ -274,6 +274,10 @@ class Admission(enum.Enum):
     BUSY = "busy"  # over a concurrency limit: refuse it
 
 
+# Looked up once: an enum member read through its class costs a lookup of
+# its own, and every call received is admitted.
+_RUN: Final = Admission.RUN
+
 Key = tuple[str, int]  # (caller's node id, call id)
 
 
@@ -315,7 +319,7 @@ class CallBook:
 
     def admit(self, key: Key) -> Admission:
         admission = self.check(key)
-        if admission is Admission.RUN:
+        if admission is _RUN:
             self.start(key)
         return admission
 
@@ -342,7 +346,7 @@ class CallBook:
             self._busy += 1
             return Admission.BUSY
         self._admitted += 1
-        return Admission.RUN
+        return _RUN
 
     def start(self, key: Key) -> None:
         """Mark a call let through by :meth:`check` as running."""
@@ -750,18 +754,8 @@ class Remote:
         # Not marked running yet: most calls end here, in the reader (see
         # CallBook.check); _call marks one that goes on in a task.
         admission = self.book.check(key)
-        if admission is Admission.RUNNING:
-            return
-        if admission is Admission.ANSWERED:
-            self._reply(link, request.call_id, self.book.answer(key))
-            return
-        if admission is Admission.BUSY:
-            busy = RemoteBusyError(
-                f"{self.node.name} is running its limit of calls "
-                f"({self.book.max_running} in all, {self.book.max_per_peer} per "
-                "peer); retry later"
-            )
-            self._reply(link, request.call_id, self._failure(request.call_id, busy))
+        if admission is not _RUN:
+            self._not_run(link, key, request, admission)
             return
 
         if request.op == "call":
@@ -771,6 +765,22 @@ class Remote:
         if answer is not None:
             self.book.remember(key, answer)
             self._reply(link, request.call_id, answer)
+
+    def _not_run(
+        self, link: Link, key: Key, request: CallRequest, admission: Admission
+    ) -> None:
+        """Answer, or ignore, a call that the book did not let run."""
+        if admission is Admission.RUNNING:
+            return
+        if admission is Admission.ANSWERED:
+            self._reply(link, request.call_id, self.book.answer(key))
+            return
+        busy = RemoteBusyError(
+            f"{self.node.name} is running its limit of calls "
+            f"({self.book.max_running} in all, {self.book.max_per_peer} per "
+            "peer); retry later"
+        )
+        self._reply(link, request.call_id, self._failure(request.call_id, busy))
 
     def _call(self, link: Link, key: Key, request: CallRequest) -> bytes | None:
         """Call the method; its answer, or None if it was sent or a task awaits it.
