@@ -535,3 +535,35 @@ def test_two_nodes_dialling_each_other_at_once_end_with_one_link(
             return peer_b.name, peer_a.name, sorted(a.links), sorted(b.links)
 
     assert backend.run(main) == ("b", "a", ["b"], ["a"])
+
+
+class _Tally(Node):
+    """A user's node with attributes of its own, and no __slots__ of its own."""
+
+    label: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[int] = []
+
+
+def test_a_node_subclass_keeps_attributes_of_its_own(backend: Backend) -> None:
+    # Node and Link have slots, so that the simulator fetches no __dict__ for
+    # them; a subclass that declares none still takes attributes, as before.
+    async def main(net: Any) -> tuple[list[int], str, list[bool]]:
+        async with (
+            _Tally(net.runtime("a"), "a") as a,
+            Node(net.runtime("b"), "b") as b,
+        ):
+            a.label = "set after start"
+            await a.subscribe("t")
+            await b.connect(*a.address)
+            await b.publish("t", 7)
+            a.seen.append((await a.receive()).data)
+            return (
+                a.seen,
+                a.label,
+                [hasattr(x, "__dict__") for x in (a, b, a.links["b"], b.links["a"])],
+            )
+
+    assert backend.run(main) == ([7], "set after start", [True, False, False, False])
