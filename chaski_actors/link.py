@@ -216,8 +216,10 @@ class Link:
 
     # Slots: one per link, read and written for every frame sent and read;
     # with thousands of links an object without a __dict__ is one fetch from
-    # memory fewer per use (see Session).
+    # memory fewer per use (see Session). Weak references to a link still
+    # work, as they did before it had slots.
     __slots__ = (
+        "__weakref__",
         "_ack_every",
         "_ack_timer",
         "_batch",

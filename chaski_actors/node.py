@@ -221,8 +221,10 @@ class Node:
 
     # Slots: one per host, used for every message published and delivered
     # (see Link). A subclass that declares no __slots__ of its own gets a
-    # __dict__ as usual, so it may keep attributes of its own.
+    # __dict__ as usual, so it may keep attributes of its own. Weak
+    # references still work: applications keep nodes in weak sets and maps.
     __slots__ = (
+        "__weakref__",
         "_abandoned",
         "_announce_soon_pending",
         "_announce_timer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -549,8 +550,9 @@ class _Tally(Node):
 
 def test_a_node_subclass_keeps_attributes_of_its_own(backend: Backend) -> None:
     # Node and Link have slots, so that the simulator fetches no __dict__ for
-    # them; a subclass that declares none still takes attributes, as before.
-    async def main(net: Any) -> tuple[list[int], str, list[bool]]:
+    # them; a subclass that declares none still takes attributes, and weak
+    # references to either still work, as before.
+    async def main(net: Any) -> tuple[list[int], str, list[bool], list[bool]]:
         async with (
             _Tally(net.runtime("a"), "a") as a,
             Node(net.runtime("b"), "b") as b,
@@ -564,6 +566,12 @@ def test_a_node_subclass_keeps_attributes_of_its_own(backend: Backend) -> None:
                 a.seen,
                 a.label,
                 [hasattr(x, "__dict__") for x in (a, b, a.links["b"], b.links["a"])],
+                [weakref.ref(x)() is x for x in (a, b, a.links["b"])],
             )
 
-    assert backend.run(main) == ([7], "set after start", [True, False, False, False])
+    assert backend.run(main) == (
+        [7],
+        "set after start",
+        [True, False, False, False],
+        [True, True, True],
+    )
