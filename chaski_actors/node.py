@@ -1212,23 +1212,24 @@ class Node:
             if shared is not None:
                 self._published += 1
                 return len(shared.links)
+            links = self._fanout_of(topic)  # sharing may have waited
+        if not links:
+            return 0
 
-        # Otherwise in one pass: links whose batch takes the frame, or that
-        # write it at once as the first of the turn, are done; the others
-        # (a full batch, a link down or out of room) are awaited
-        # afterwards, outside the iteration.
+        # Otherwise in one pass over the topic's links only (a node linked
+        # to many peers pays nothing for those not subscribed): links whose
+        # batch takes the frame, or that write it at once as the first of
+        # the turn, are done; the others (a full batch, a link down or out
+        # of room) are awaited afterwards, outside the iteration.
+        if item is None:
+            item = links[0].protocol.encode_pub(topic, data, now)
         sent = 0
         later: list[Link] = []
-        for link in self.links.values():
-            if topic in link.topics:
-                if item is None:
-                    item = link.protocol.encode_pub(topic, data, now)
-                if link.offer(item) or link.send_now(item):
-                    sent += 1
-                else:
-                    later.append(link)
-        if item is None:
-            return 0
+        for link in links:
+            if link.offer(item) or link.send_now(item):
+                sent += 1
+            else:
+                later.append(link)
         for link in later:
             try:
                 await link.send_item(item)

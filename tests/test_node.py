@@ -119,6 +119,41 @@ def test_subscribe_and_unsubscribe_after_linking(backend: Backend) -> None:
     assert backend.run(main) == [0, 1, 0]
 
 
+def test_a_publish_goes_to_the_subscribed_links_only(backend: Backend) -> None:
+    # A node linked to several peers sends each topic to its subscribers
+    # alone, and follows a subscription made after the first publishes.
+    async def main(net: Any) -> tuple[list[int], dict[str, list[Any]]]:
+        async with (
+            Node(net.runtime("a"), "a") as a,
+            Node(net.runtime("b"), "b") as b,
+            Node(net.runtime("c"), "c") as c,
+        ):
+            await b.subscribe("t")
+            await c.subscribe("u")
+            await a.connect(*b.address)
+            await a.connect(*c.address)
+            await eventually(a.runtime, lambda: "u" in a.links["c"].topics)
+            counts = [
+                await a.publish("t", 1),
+                await a.publish("u", 2),
+                await a.publish("nobody", 3),
+            ]
+            await c.subscribe("t")
+            await eventually(a.runtime, lambda: "t" in a.links["c"].topics)
+            counts.append(await a.publish("t", 4))
+            await eventually(a.runtime, lambda: len(b.inbox) == 2)
+            await eventually(a.runtime, lambda: len(c.inbox) == 2)
+            seen = {
+                name: [(m.topic, m.data) for m in await node.receive_batch()]
+                for name, node in (("b", b), ("c", c))
+            }
+            return counts, seen
+
+    counts, seen = backend.run(main)
+    assert counts == [1, 1, 0, 2]
+    assert seen == {"b": [("t", 1), ("t", 4)], "c": [("u", 2), ("t", 4)]}
+
+
 def test_ping_measures_round_trips(backend: Backend) -> None:
     async def main(net: Any) -> tuple[list[float], Any]:
         async with Node(net.runtime("a"), "a") as a, Node(net.runtime("b"), "b") as b:
