@@ -283,6 +283,13 @@ Key = tuple[str, int]  # (caller's node id, call id)
 
 @dataclass(frozen=True, slots=True)
 class CallBookStatistics:
+    """What a :class:`CallBook` holds and has done.
+
+    ``running`` counts coroutine methods that have started and not ended; a
+    plain method is answered before the read that brought its call is over,
+    so it never counts there.
+    """
+
     running: int
     remembered: int
     admitted: int
