@@ -105,7 +105,6 @@ __all__ = [
     "DEFAULT_EXT",
     "DEFAULT_MAX_FRAME_SIZE",
     "HEADER_SIZE",
-    "NOT_WHOLE",
     "PROTOCOL_VERSION",
     "DecoderStatistics",
     "ExtTypes",
@@ -686,17 +685,6 @@ class FrameDecoder:
             return values, error
         return values, None
 
-    def whole(self, data: bytes | bytearray | memoryview) -> object:
-        """The value of ``data`` if it is exactly one good frame, else NOT_WHOLE.
-
-        Decodes only when nothing is buffered and the decoder is not broken;
-        it keeps nothing, and counts the frame as :meth:`feed` would. For
-        anything else, good or bad, :meth:`feed_until_error` is to be asked.
-        """
-        if self._error is not None or self._buffer:
-            return _NOT_WHOLE
-        return self._decode_whole(data)
-
     def _decode_whole(self, data: bytes | bytearray | memoryview) -> object:
         """The value of ``data`` if it is exactly one good frame, else _NOT_WHOLE.
 
@@ -806,10 +794,9 @@ class FrameDecoder:
 # through a view; the figure is arbitrary between those two.
 _COPY_UP_TO: Final = 4096
 
-# What FrameDecoder.whole returns for data it leaves to the general path
-# (None is a value a frame may hold).
+# What FrameDecoder._decode_whole returns for data it leaves to the general
+# path (None is a value a frame may hold).
 _NOT_WHOLE: Final = object()
-NOT_WHOLE: Final = _NOT_WHOLE
 
 
 def _length_error(length: int, max_frame_size: int) -> ProtocolError:

@@ -52,7 +52,6 @@ from .codec import (
     DEFAULT_EXT,
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
-    NOT_WHOLE,
     PROTOCOL_VERSION,
     ExtTypes,
     FrameDecoder,
@@ -422,33 +421,14 @@ class LinkProtocol:
         dropped, as the rest of its byte stream cannot be trusted.
         """
         self.bytes_in += len(data)
-        decoder = self._decoder
-        item = decoder.whole(data)
-        if item is NOT_WHOLE:
-            items, error = decoder.feed_until_error(data)
-        elif (
-            self.state is _OPEN
-            and type(item) is list
-            and len(item) == 4
-            and item[0] == SEQ
-            and type(item[0]) is int
-            and type(item[1]) is int
-            and type(item[2]) is int
-            and type(item[3]) is list
-        ):
-            # A read that holds one numbered frame and nothing else, as a
-            # remote call or its answer does: checked as below, in one go.
-            self.frames_in += 1
-            return [_new_frame(Frame, (SEQ, (item[1], item[2], item[3])))], None
-        else:
-            items, error = [item], None
+        items, error = self._decoder.feed_until_error(data)
         frames = []
         try:
             for item in items:
                 # Nearly every frame is numbered, on an open link: its
                 # check, written out; anything else takes the general one.
                 if (
-                    self.state is LinkState.OPEN
+                    self.state is _OPEN
                     and type(item) is list
                     and len(item) == 4
                     and item[0] == SEQ
@@ -463,7 +443,7 @@ class LinkProtocol:
                 frame = check_frame(item)
                 # An open link stays open for every kind that has no
                 # transition of its own: decided without a table lookup.
-                if self.state is not LinkState.OPEN or frame.kind in _OPEN_EXITS:
+                if self.state is not _OPEN or frame.kind in _OPEN_EXITS:
                     self._advance(frame.kind)
                 frames.append(frame)
         except ProtocolError as exc:

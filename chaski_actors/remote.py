@@ -567,10 +567,7 @@ class Remote:
             )
 
         try:
-            # _Gate.try_enter, written out: every call passes here.
-            if gate._free and not gate._waiters:
-                gate._free -= 1
-            else:
+            if not gate.try_enter():
                 return await self._queued_call(link, gate, payload, waiter, deadline)
             try:
                 # The usual case: the send is stepped by hand and finishes at
@@ -587,11 +584,7 @@ class Remote:
                             await blocked
                 return await waiter
             finally:
-                # _Gate.leave, written out for a gate nobody waits at.
-                if gate._waiters:
-                    gate.leave()
-                else:
-                    gate._free += 1
+                gate.leave()
         except TimeoutError as exc:
             if isinstance(exc, RemoteError):
                 raise

@@ -292,14 +292,17 @@ class Clock(simpy.Environment):
         if entry is self._turn_end:
             self._turn_end = None
         calls = entry.calls
+        done = 0
         try:
             for callback, life in calls:
+                done += 1
                 if life is None or life.alive:
                     callback()
         except BaseException:
             # The callbacks after the failed one stay first in line, as
-            # their own entries would have.
-            entry.calls = calls[calls.index((callback, life)) + 1 :]
+            # their own entries would have. (Counted, not looked up: the
+            # same callback may be in the list twice.)
+            entry.calls = calls[done:]
             if entry.calls:
                 self._ready.appendleft(entry)
             raise

@@ -69,12 +69,11 @@ import hashlib
 import itertools
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
-from heapq import heappush
 from random import Random
 from typing import Any, Final
 
 import networkx as nx
-from simpy.events import NORMAL, PENDING
+from simpy.events import PENDING
 
 from chaski_actors.errors import (
     BrokenResourceError,
@@ -83,7 +82,7 @@ from chaski_actors.errors import (
 )
 from chaski_actors.runtime import Address, StreamHandler, derive_seed
 
-from ._kernel import Kernel, SimFuture, _Call
+from ._kernel import Kernel, SimFuture
 from ._latency import Latency, parse_latency
 
 __all__ = [
@@ -789,19 +788,7 @@ class SimNetwork:
         last = pipe.last_arrival
         # In order: never before the segment sent ahead of it.
         arrival = pipe.last_arrival = arrival if arrival > last else last
-        # Clock.call written out, once per segment: the arrival is never
-        # in the past, so it needs no clamping to now.
-        clock = self.env
-        heap: list[Any] = clock._queue
-        heappush(
-            heap,
-            (
-                arrival,
-                NORMAL,
-                next(clock._eid),
-                _Call(self._arrival, (pipe, number, data, path, version)),
-            ),
-        )
+        self.env.call(arrival, self._arrival, (pipe, number, data, path, version))
 
     def _stall(self, pipe: _Pipe, number: int, data: bytes) -> None:
         # Segments sent before the path broke may still be in flight and

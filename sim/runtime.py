@@ -543,13 +543,7 @@ class _Reader:
         stream = self._stream
         pipe = stream._in
         while pipe.buffered:
-            chunks = pipe.chunks
-            if len(chunks) == 1 and pipe.buffered <= _READ_SIZE:
-                # take() of the usual lone segment, written out.
-                data = chunks.pop()
-                pipe.buffered = 0
-            else:
-                data = pipe.take(_READ_SIZE)
+            data = pipe.take(_READ_SIZE)
             if pipe.writer is not None:
                 pipe.wake_writer()
             handled = self._on_data(data)

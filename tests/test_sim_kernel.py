@@ -10,6 +10,7 @@ import networkx as nx
 import pytest
 
 from chaski_actors.sim import SimNetwork
+from chaski_actors.sim._kernel import Clock
 from chaski_actors.sim.harness import SimulationStuckError, run_sim
 
 
@@ -241,3 +242,23 @@ def test_call_soon_runs_before_time_moves_and_dies_with_its_host() -> None:
     # The ready queue goes before the timer heap, even for a timer due now.
     assert log == ["soon at 0.0", "timer at 0.0"]
     assert timers == 0
+
+
+def test_end_of_turn_callbacks_after_a_failing_one_run_once_each() -> None:
+    # Callbacks queued one after another share a ready-queue entry; when one
+    # raises, each of those after it must still run exactly once, even if
+    # the failing one is also in the list earlier.
+    clock = Clock()
+    log: list[str] = []
+
+    def twice() -> None:
+        log.append("twice")
+        if log.count("twice") == 2:
+            raise RuntimeError("second call")
+
+    for callback in (twice, lambda: log.append("h"), twice, lambda: log.append("k")):
+        clock.at_turn_end(callback, None)
+    with pytest.raises(RuntimeError, match="second call"):
+        clock.step()
+    clock.step()
+    assert log == ["twice", "h", "twice", "k"]
